@@ -1,0 +1,80 @@
+"""Callbacks of our own (the rest come from Lightning through conf/callbacks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def _batch_size(batch: dict[str, torch.Tensor]) -> int:
+    return batch["input_ids"].size(0)
+
+
+def _batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return batch["input_ids"].numel()
+
+
+class TokenThroughputMonitor(ThroughputMonitor):
+    """Lightning's ThroughputMonitor counting tokens: logs `train/device/items_per_sec` (tokens/s) and MFU on GPUs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(batch_size_fn=_batch_size, length_fn=_batch_tokens, **kwargs)
+
+
+class SampleGeneration(pl.Callback):
+    """At the end of fit, sample a continuation of `prompt`; print it, log it and write it to samples.txt."""
+
+    def __init__(
+        self,
+        prompt: str = "The",
+        max_new_tokens: int = 100,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        top_p: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
+        self.samples: list[dict[str, Any]] = []
+
+    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+        """Decode one sample from the current weights (deterministic for a given seed)."""
+        tokenizer = trainer.datamodule.tokenizer
+        model = pl_module.model
+        ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(self.prompt)]], device=pl_module.device)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        was_training = model.training
+        model.eval()
+        with trainer.precision_plugin.forward_context():
+            out = model.generate(
+                ids,
+                self.max_new_tokens,
+                self.temperature,
+                self.top_k,
+                self.top_p,
+                tokenizer.eos_id,
+                generator,
+            )
+        model.train(was_training)
+        return tokenizer.decode(out[0, 1:].tolist())
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        text = self.generate(trainer, pl_module)
+        step = trainer.global_step
+        self.samples.append({"step": step, "prompt": self.prompt, "text": text})
+        print(f"\n--- sample at step {step} ---\n{text}\n---")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_text("samples", columns=["step", "prompt", "text"], data=[[step, self.prompt, text]])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("sample", text, step)
+        out_dir = Path(trainer.default_root_dir)
+        with (out_dir / "samples.txt").open("a", encoding="utf-8") as f:
+            f.write(f"--- step {step} ---\n{text}\n")

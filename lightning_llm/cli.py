@@ -1,0 +1,51 @@
+"""Command-line checks that run before Hydra composes and before torch loads (they must stay cheap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from lightning_llm.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The options of a config group: the YAML files in conf/<group>/."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_cli_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Name an unknown group option (`model=gtp`) in one line, before Hydra or torch start."""
+    args = [a for a in overrides if not a.startswith("-") and "=" in a]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        raise ConfigError(f"cannot parse the overrides {args}: {str(err).splitlines()[0]}") from err
+    for override in parsed:
+        group = override.key_or_group
+        if group.startswith("hydra") or not (config_dir / group).is_dir() or override.is_delete():
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            value = override.value()
+            values = value if isinstance(value, list) else [value]
+        options = group_options(group, config_dir)
+        for value in values:
+            if value is not None and str(value) not in options and str(value) != "null":
+                raise ConfigError(
+                    f"{group}={value} is not an option of the '{group}' group: choose one of "
+                    f"{', '.join(options)} (files in conf/{group}/)"
+                )
+
+
+def config_error_in(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind `err`, also when Hydra's instantiate wrapped it in its own exception."""
+    while err is not None:
+        if isinstance(err, ConfigError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None

@@ -1,0 +1,67 @@
+"""Checks on the composed config and the command line that run before any heavy work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra.utils
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm.cli import CONFIG_DIR, group_options
+from lightning_llm.data.datamodule import check_data_path
+from lightning_llm.data.tokenizer import check_tokenizer_type
+from lightning_llm.errors import ConfigError
+
+
+def _family(target: str) -> str:
+    return getattr(hydra.utils.get_class(target), "family", target.rsplit(".", 1)[-1].lower())
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, with one line naming the key and the fix, on a config that cannot run."""
+    check_tokenizer_type(cfg.tokenizer.type)
+
+    model_block, data_block = cfg.model.block_size, cfg.data.block_size
+    if data_block > model_block:
+        raise ConfigError(
+            f"data.block_size={data_block} exceeds the model's context model.block_size={model_block}: "
+            "lower data.block_size or raise model.block_size"
+        )
+
+    objective_cls = hydra.utils.get_class(cfg.objective._target_)
+    family = _family(cfg.model._target_)
+    if objective_cls.model_families and family not in objective_cls.model_families:
+        fitting = [
+            name
+            for name in group_options("objective")
+            if family in getattr(hydra.utils.get_class(_objective_target(name)), "model_families", ())
+        ]
+        raise ConfigError(
+            f"objective={_choice(cfg, 'objective')} does not fit model family '{family}': "
+            f"use objective={' or objective='.join(fitting) or '(none yet)'}"
+        )
+
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        raise ConfigError(
+            f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
+        )
+
+    check_data_path(cfg.data.path)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
+
+
+def _objective_target(name: str) -> str:
+    return OmegaConf.load(CONFIG_DIR / "objective" / f"{name}.yaml")._target_
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return cfg[group]._target_.rsplit(".", 1)[-1]

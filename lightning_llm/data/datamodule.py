@@ -1,0 +1,233 @@
+"""One datamodule for every objective: load text, train/reuse the tokenizer, tokenize, pack, split."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.data.tokenizer import Tokenizer, train_or_load_tokenizer
+from lightning_llm.errors import ConfigError
+from lightning_llm.objectives import Objective
+
+_BUILDERS = {
+    ".txt": "text",
+    ".md": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
+
+
+def looks_local(path: str) -> bool:
+    """Whether `data.path` names a local file or folder (rather than a `datasets` hub name)."""
+    return path.startswith((".", "/", "~")) or Path(path).suffix in _BUILDERS or os.path.exists(path)
+
+
+def check_data_path(path: str) -> None:
+    """Fail fast, before any loading, on a local data path that does not exist."""
+    if not is_embedded(path) and looks_local(path) and not Path(path).expanduser().exists():
+        raise ConfigError(f"data.path={path!r} does not exist: give an existing file or folder, or a `datasets` name")
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length windows over one token stream: window i is tokens[i*stride : i*stride + length]."""
+
+    def __init__(self, tokens: torch.Tensor, length: int, stride: int) -> None:
+        self.tokens, self.length, self.stride = tokens, length, stride
+        self.num_blocks = max(0, (len(tokens) - length) // stride + 1)
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = index * self.stride
+        return self.tokens[start : start + self.length]
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Text from a local file/folder, a `datasets` name or an embedded corpus, packed for an objective."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        tokenizer: dict[str, Any],
+        path: str = "embedded:python_docs",
+        name: str | None = None,
+        split: str = "train",
+        text_column: str = "text",
+        sample_by: str = "document",
+        block_size: int = 256,
+        batch_size: int = 16,
+        val_fraction: float = 0.05,
+        split_seed: int = 1234,
+        max_documents: int | None = None,
+        num_workers: int = 0,
+        num_proc: int | None = None,
+        cache_dir: str = ".cache/lightning-llm",
+    ) -> None:
+        super().__init__()
+        self.objective = objective
+        self.tokenizer_config = dict(tokenizer)
+        self.path, self.name, self.split, self.text_column = str(path), name, split, text_column
+        self.sample_by = sample_by
+        self.block_size, self.batch_size = block_size, batch_size
+        self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
+        self.num_workers, self.num_proc = num_workers, num_proc
+        self.cache_dir = Path(cache_dir)
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_path: Path | None = None
+        self.tokenizer_trained: bool | None = None
+        self.stats: dict[str, Any] = {}
+        self._tokens: dict[str, torch.Tensor] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load_raw(self):
+        import datasets
+
+        check_data_path(self.path)
+        cache = str(self.cache_dir / "datasets")
+        path = self.path
+        if is_embedded(path):
+            path = str(materialize_embedded(path, self.cache_dir))
+        try:
+            if looks_local(path):
+                local = Path(path).expanduser()
+                files = (
+                    sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS)
+                    if local.is_dir()
+                    else [str(local)]
+                )
+                suffixes = {Path(f).suffix for f in files}
+                builders = {_BUILDERS.get(s) for s in suffixes}
+                if not files or None in builders or len(builders) != 1:
+                    raise ConfigError(
+                        f"data.path={self.path!r} holds no readable files of one kind: "
+                        f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
+                    )
+                builder = builders.pop()
+                extra = {"sample_by": self.sample_by} if builder == "text" else {}
+                ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
+            else:
+                ds = datasets.load_dataset(path, self.name, split=self.split, cache_dir=cache)
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ConnectionError, ValueError) as err:
+            raise ConfigError(
+                f"data.path={self.path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
+                "give a local file or folder, or a `datasets` name reachable online"
+            ) from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"data.path={self.path!r} is not valid UTF-8 text ({err.reason})") from err
+        if self.text_column not in ds.column_names:
+            raise ConfigError(
+                f"data.text_column={self.text_column!r} is not a column of {self.path!r}: "
+                f"its columns are {ds.column_names}"
+            )
+        ds = ds.select_columns([self.text_column])
+        if self.text_column != "text":
+            ds = ds.rename_column(self.text_column, "text")
+        ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+        if len(ds) == 0:
+            raise ConfigError(
+                f"data.path={self.path!r} has no text in column {self.text_column!r}: the corpus is empty"
+            )
+        if self.max_documents:
+            ds = ds.select(range(min(self.max_documents, len(ds))))
+        return ds
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Load, split, train or reuse the tokenizer, tokenize and pack. Cached; safe to call twice."""
+        if self._tokens:
+            return
+        ds = self._load_raw()
+        if len(ds) < 2:
+            raise ConfigError(f"data.path={self.path!r} has {len(ds)} document: at least 2 are needed for train/val")
+        n_val = max(1, round(len(ds) * self.val_fraction))
+        splits = ds.train_test_split(test_size=n_val, seed=self.split_seed, shuffle=True)
+        train, val = splits["train"], splits["test"]
+
+        special = tuple(self.objective.special_tokens)
+        self.tokenizer, self.tokenizer_path, self.tokenizer_trained = train_or_load_tokenizer(
+            texts=train["text"],
+            special_tokens=special,
+            data_fingerprint=train._fingerprint,
+            cache_dir=self.cache_dir,
+            **self.tokenizer_config,
+        )
+        length, stride = self.objective.block_layout(self.block_size)
+        self.stats = {"documents": {"train": len(train), "val": len(val)}, "tokens": {}, "blocks": {}}
+        self.stats["characters"] = {
+            name: int(sum(len(t) for t in part["text"])) for name, part in (("train", train), ("val", val))
+        }
+        tokenizer_key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
+        for name, part in (("train", train), ("val", val)):
+            tokens = self._tokenize(part, tokenizer_key)
+            self._tokens[name] = tokens
+            self.stats["tokens"][name] = len(tokens)
+            self.stats["blocks"][name] = len(PackedBlocks(tokens, length, stride))
+        self.stats["vocab_size"] = self.tokenizer.vocab_size
+        self.stats["chars_per_token"] = round(
+            self.stats["characters"]["train"] / max(1, self.stats["tokens"]["train"]), 3
+        )
+        if self.stats["blocks"]["val"] == 0 or self.stats["blocks"]["train"] == 0:
+            raise ConfigError(
+                f"data.block_size={self.block_size} is longer than the {min(self.stats['tokens'].values())} tokens "
+                f"of the smallest split of {self.path!r}: lower data.block_size or add text"
+            )
+
+    def _tokenize(self, part, tokenizer_key: str) -> torch.Tensor:
+        """Tokenize with `datasets.map` (cached by fingerprint); join documents with eos, in order."""
+        tokenizer = self.tokenizer
+        eos = tokenizer.eos_id
+
+        def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+            return {"input_ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
+
+        fingerprint = hashlib.sha256(f"{part._fingerprint}-{tokenizer_key}".encode()).hexdigest()[:32]
+        tokenized = part.map(
+            encode,
+            batched=True,
+            remove_columns=part.column_names,
+            new_fingerprint=fingerprint,
+            num_proc=self.num_proc,
+            desc="tokenize",
+        )
+        dtype = np.int32 if tokenizer.vocab_size >= 2**15 else np.int16
+        arrays = tokenized.with_format("numpy")["input_ids"]
+        return torch.from_numpy(np.concatenate(list(arrays)).astype(dtype))
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()
+
+    def _dataset(self, split: str) -> PackedBlocks:
+        length, stride = self.objective.block_layout(self.block_size)
+        return PackedBlocks(self._tokens[split], length, stride)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._dataset("train"),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.objective.collate,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._dataset("val"),
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.objective.collate,
+            num_workers=self.num_workers,
+        )

@@ -1,0 +1,76 @@
+"""The LightningModule: a model, an objective and an optimizer; nothing else about training lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from lightning_llm.objectives import Objective
+from lightning_llm.optim import parameter_groups
+
+
+class LanguageModelModule(pl.LightningModule):
+    """Trains `model` with `objective`; logs train/val loss, the objective's metrics and tokens seen."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_metrics = objective.metrics().clone(prefix="val/")
+        self.tokens_seen = 0
+        self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def on_train_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        flops_per_token = getattr(self.model, "flops_per_token", None)
+        if flops_per_token is not None and datamodule is not None:
+            tokens = datamodule.batch_size * datamodule.block_size
+            self.flops_per_batch = flops_per_token(datamodule.block_size) * tokens
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.objective.forward(self.model, batch)
+        self.tokens_seen += out.num_tokens * self.trainer.world_size
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0))
+        self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self.objective.forward(self.model, batch)
+        self.val_metrics.update(out.logits.float(), out.labels)
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0), sync_dist=True)
+        self.log_dict(self.val_metrics, batch_size=out.labels.size(0))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make a checkpoint self-describing: model family and config, tokenizer, tokens seen."""
+        config = getattr(self.model, "config", None)
+        checkpoint["model_family"] = getattr(self.model, "family", type(self.model).__name__.lower())
+        checkpoint["model_config"] = config.to_dict() if config is not None else None
+        checkpoint["tokens_seen"] = self.tokens_seen
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+            checkpoint["tokenizer"] = datamodule.tokenizer.to_bytes()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)

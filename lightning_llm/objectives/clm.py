@@ -1,0 +1,34 @@
+"""Causal language modelling: predict every next token."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.text import Perplexity
+
+from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput, token_cross_entropy
+
+
+class CausalLM(Objective):
+    """Next-token prediction on packed blocks; a block of T+1 tokens gives T inputs and T labels.
+
+    Windows overlap by one token, so every token of the stream is a label exactly once.
+    """
+
+    model_families = ("gpt",)
+
+    def block_layout(self, block_size: int) -> tuple[int, int]:
+        return block_size + 1, block_size
+
+    def collate(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens = torch.stack(blocks).long()
+        return {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        logits = model(batch["input_ids"])
+        loss = token_cross_entropy(logits, batch["labels"])
+        return ObjectiveOutput(loss, logits, batch["labels"], batch["input_ids"].numel())
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE_INDEX)})

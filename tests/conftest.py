@@ -1,0 +1,93 @@
+"""Compose the real configs with Hydra's compose API, shrink them, and run what the CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "conf"
+
+# A model and data small enough that a few steps take a second or two on 2 CPU cores.
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=32",
+    "data=pydoc_topics",
+    "data.batch_size=8",
+    "tokenizer.vocab_size=512",
+    "trainer.max_steps=100",
+    "trainer.val_check_interval=25",
+    "trainer.limit_val_batches=4",
+    "trainer.enable_model_summary=false",
+    "scheduler.warmup_steps=5",
+    "optimizer.lr=1e-2",
+    "~callbacks.rich_progress_bar",
+    "num_threads=1",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("hf_home")
+    os.environ["HF_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per test session: the tokenizer and tokenized data are built once and shared."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
+    """Compose conf/train.yaml with `overrides` as `python train.py` would, outputs under `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.cache_dir = str(cache_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
+    """`make_cfg(*overrides, tiny=True)`: a composed config, shrunk to TINY unless told otherwise."""
+
+    def make(*overrides: str, tiny: bool = True, output_dir: Path | None = None) -> DictConfig:
+        return compose_config([*(TINY if tiny else []), *overrides], output_dir or tmp_path / "run", cache_dir)
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
+    """Run `python train.py ARGS` in a subprocess (for process-boundary tests: exit codes, stderr)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,99 @@
+"""Embedded corpus, tokenizers (round trip, cache reuse) and packing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_llm.data import PackedBlocks, TextDataModule
+from lightning_llm.data.corpus import materialize_embedded
+from lightning_llm.data.tokenizer import load_tokenizer, train_or_load_tokenizer
+from lightning_llm.objectives import CausalLM
+
+
+@pytest.fixture(scope="module")
+def topics(cache_dir):
+    path = materialize_embedded("embedded:pydoc_topics", cache_dir)
+    return [json.loads(line)["text"] for line in path.read_text().splitlines()]
+
+
+def test_embedded_corpus_is_real_english(topics):
+    assert len(topics) > 50
+    assert sum(map(len, topics)) > 400_000
+    assert any("for" in t and "loop" in t for t in topics)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram", "char"])
+def test_tokenizer_round_trips_and_is_cached(topics, tmp_path, kind):
+    kwargs = dict(type=kind, vocab_size=400, special_tokens=("<mask>",), data_fingerprint="abc", cache_dir=tmp_path)
+    tok, path, trained = train_or_load_tokenizer(topics[:20], **kwargs)
+    assert trained
+    mtime = path.stat().st_mtime_ns
+    again, path2, trained2 = train_or_load_tokenizer(topics[:20], **kwargs)
+    assert not trained2 and path2 == path and path.stat().st_mtime_ns == mtime
+    text = topics[3][:500] + " ünïcödé → ✓\ttabs  and  spaces"
+    for t in (tok, again, load_tokenizer(path)):
+        assert t.decode(t.encode(text)) == text or kind == "char"
+    assert tok.token_to_id("<mask>") == 4  # objective tokens follow pad/unk/bos/eos
+    changed, _, trained3 = train_or_load_tokenizer(topics[:20], **{**kwargs, "data_fingerprint": "other"})
+    assert trained3, "new data means a new tokenizer"
+
+
+def test_packed_blocks_keep_every_token_in_order():
+    tokens = torch.arange(1000)
+    length, stride = CausalLM().block_layout(31)
+    blocks = PackedBlocks(tokens, length, stride)
+    assert len(blocks) == (1000 - 32) // 31 + 1
+    stream = torch.cat([blocks[0]] + [blocks[i][1:] for i in range(1, len(blocks))])
+    assert torch.equal(stream, tokens[: len(stream)])
+    assert len(tokens) - len(stream) < stride  # only a short tail is dropped
+    batch = CausalLM().collate([blocks[0], blocks[1]])
+    assert torch.equal(batch["labels"][:, :-1], batch["input_ids"][:, 1:])
+
+
+def test_datamodule_stream_is_documents_joined_by_eos(make_cfg):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg()
+    dm = instantiate(cfg.data, objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer))
+    dm.prepare_data()
+    dm.setup("fit")
+    tok = dm.tokenizer
+    val_tokens = dm._tokens["val"].tolist()
+    pieces, current = [], []
+    for t in val_tokens:
+        if t == tok.eos_id:
+            pieces.append(current)
+            current = []
+        else:
+            current.append(t)
+    assert not current and len(pieces) == dm.stats["documents"]["val"]
+    for ids in pieces:
+        assert tok.encode(tok.decode(ids)) == ids
+    # the split is deterministic and does not depend on the run's seed
+    dm2 = instantiate(cfg.data, objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer))
+    dm2.prepare_data()
+    assert torch.equal(dm2._tokens["val"], dm._tokens["val"])
+    assert not dm2.tokenizer_trained
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == (cfg.data.batch_size, cfg.data.block_size)
+
+
+def test_local_text_and_jsonl_files(tmp_path, cache_dir):
+    texts = [f"Document number {i}. " + "Some words repeat here. " * 30 for i in range(12)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, t in enumerate(texts):
+        (folder / f"{i}.txt").write_text(t)
+    tokenizer = {"type": "char"}
+    for path, column in ((tmp_path / "corpus.jsonl", "body"), (folder, "text")):
+        dm = TextDataModule(
+            CausalLM(), tokenizer, path=str(path), text_column=column, block_size=16, cache_dir=cache_dir
+        )
+        dm.prepare_data()
+        assert dm.stats["documents"]["train"] + dm.stats["documents"]["val"] == 12
+        assert dm.stats["characters"]["train"] + dm.stats["characters"]["val"] == sum(map(len, texts))

@@ -1,0 +1,55 @@
+"""User mistakes: one line naming the key and the fix, exit code 2, before any tokenizer or training work."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import run_cli
+
+FAST = ["trainer.max_steps=1", "paths.log_dir=logs", "hydra.run.dir=out"]
+
+
+def _one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    error_lines = [line for line in lines if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in error_lines[0], error_lines[0]
+    return error_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["model=gtp"], ["model=gtp", "gpt2-small"]),
+        (["data=text", "data.path=./no/such/file.txt"], ["data.path='./no/such/file.txt' does not exist"]),
+        (["data.block_size=4096"], ["data.block_size=4096", "model.block_size=128"]),
+        (["tokenizer.type=wordpiece"], ["tokenizer.type='wordpiece'", "bpe"]),
+        (["precision=16-mixed", "trainer=cpu"], ["precision=16-mixed", "bf16-mixed"]),
+        (["ckpt_path=missing.ckpt"], ["ckpt_path='missing.ckpt' does not exist"]),
+    ],
+    ids=["unknown-option", "missing-path", "block-size", "tokenizer-type", "fp16-on-cpu", "missing-ckpt"],
+)
+def test_bad_config_fails_fast(tmp_path, cache_dir, args, needles):
+    result = run_cli(*args, *FAST, f"paths.cache_dir={cache_dir / 'errors'}", cwd=tmp_path)
+    _one_line_error(result, *needles)
+    assert not (cache_dir / "errors" / "tokenizers").exists(), "no tokenizer work before the check"
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    result = run_cli("data=text", f"data.path={tmp_path / 'empty.txt'}", *FAST, "paths.cache_dir=cache", cwd=tmp_path)
+    _one_line_error(result, "empty.txt", "empty")
+    assert not (tmp_path / "cache" / "tokenizers").exists()
+
+
+def test_error_keeps_existing_outputs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"keep": true}')
+    result = run_cli("data.block_size=999", *FAST, cwd=tmp_path)
+    _one_line_error(result, "data.block_size=999")
+    assert (out / "results.json").read_text() == '{"keep": true}'

@@ -1,0 +1,94 @@
+"""End-to-end runs of the same function `python train.py` runs: loss falls, outputs, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_llm.run import train
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, cache_dir):
+    """One tiny run shared by the assertions below (100 steps on the pydoc topics)."""
+    from .conftest import TINY, compose_config
+
+    out = tmp_path_factory.mktemp("smoke")
+    cfg = compose_config(TINY, out, cache_dir)
+    return out, train(cfg)
+
+
+def test_loss_falls(smoke):
+    _, results = smoke
+    start, end = results["val_start"]["val/loss"], results["metrics"]["val/loss"]
+    assert start == pytest.approx(torch.log(torch.tensor(float(results["data"]["vocab_size"]))).item(), rel=0.05)
+    assert end < 0.85 * start, (start, end)  # the unigram entropy alone is ~0.8 of ln(vocab)
+
+
+def test_results_json(smoke):
+    out, results = smoke
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["steps"] == 100
+    assert on_disk["tokens"] == 100 * 8 * 32
+    assert on_disk["choices"]["model"] == "gpt" and on_disk["choices"]["objective"] == "clm"
+    assert on_disk["metrics"]["val/perplexity"] == pytest.approx(
+        torch.exp(torch.tensor(on_disk["metrics"]["val/loss"])).item(), rel=0.02
+    )
+    assert on_disk["tokens_per_s"] > 0
+    assert set(on_disk["data"]["tokens"]) == {"train", "val"}
+
+
+def test_outputs_written(smoke):
+    out, results = smoke
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert results["checkpoints"]["best"].endswith(".ckpt")
+    metrics = (out / "csv" / "metrics.csv").read_text()
+    assert "val/loss" in metrics and "train/loss" in metrics and "lr-AdamW" in metrics
+    assert "train/device/items_per_sec" in metrics  # tokens/s, from Lightning's ThroughputMonitor
+    sample = results["samples"][0]
+    assert sample["text"].startswith("The") and len(sample["text"]) > len("The")
+    assert sample["text"] in (out / "samples.txt").read_text()
+
+
+def test_checkpoint_is_self_describing(smoke):
+    out, _ = smoke
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["model_config"]["n_embd"] == 64
+    assert ckpt["tokens_seen"] == 100 * 8 * 32
+    from lightning_llm.data.tokenizer import tokenizer_from_bytes
+
+    assert (
+        tokenizer_from_bytes(ckpt["tokenizer"]).decode(tokenizer_from_bytes(ckpt["tokenizer"]).encode("x = 1"))
+        == "x = 1"
+    )
+
+
+def test_resume_continues_from_checkpoint(smoke, make_cfg, tmp_path):
+    out, first = smoke
+    cfg = make_cfg(
+        "trainer.max_steps=120",
+        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+        output_dir=tmp_path / "resumed",
+    )
+    resumed = train(cfg)
+    assert "val_start" not in resumed  # no re-validation of an untrained model
+    assert resumed["steps"] == 120
+    assert resumed["tokens"] == 120 * 8 * 32  # the counter continued, it did not restart
+    rows = (tmp_path / "resumed" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    steps = [int(r.split(",")[header.index("step")]) for r in rows[1:]]
+    assert min(steps) >= 100, "a resumed run logs from the step it resumed at"
+
+
+def test_bf16_mixed_trains(make_cfg):
+    results = train(make_cfg("precision=bf16-mixed", "trainer.max_steps=5", "validate_before_fit=false"))
+    assert torch.isfinite(torch.tensor(results["metrics"]["val/loss"]))
+
+
+def test_fast_dev_run_with_char_tokenizer(make_cfg):
+    results = train(make_cfg("debug=fdr", "tokenizer=char"))
+    assert results["steps"] == 1
+    assert results["data"]["vocab_size"] < 200
