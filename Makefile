@@ -25,6 +25,7 @@ train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-full: $(STAMP)
