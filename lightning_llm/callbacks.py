@@ -44,25 +44,23 @@ class SampleGeneration(pl.Callback):
         self.samples: list[dict[str, Any]] = []
 
     def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        """Decode one sample from the current weights (deterministic for a given seed)."""
-        tokenizer = trainer.datamodule.tokenizer
+        """One sample from the current weights, as the objective shows it (deterministic for a seed)."""
         model = pl_module.model
-        ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(self.prompt)]], device=pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         was_training = model.training
         model.eval()
         with trainer.precision_plugin.forward_context():
-            out = model.generate(
-                ids,
+            text = pl_module.objective.sample(
+                model,
+                self.prompt,
                 self.max_new_tokens,
-                self.temperature,
-                self.top_k,
-                self.top_p,
-                tokenizer.eos_id,
-                generator,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                generator=generator,
             )
         model.train(was_training)
-        return tokenizer.decode(out[0, 1:].tolist())
+        return text
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -28,7 +28,7 @@ class LanguageModelModule(pl.LightningModule):
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_metrics = objective.metrics().clone(prefix="val/")
+        self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
 

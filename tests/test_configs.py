@@ -29,7 +29,9 @@ def test_option_composes(make_cfg, group, option):
     assert container["model"]["_target_"].startswith("lightning_llm.models")
     if group == "model":
         model = instantiate(cfg.model, vocab_size=256)
-        assert model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 256)
+        ids = torch.zeros(1, 8, dtype=torch.long)
+        logits = model(ids, ids[:, :5]) if model.family == "t5" else model(ids)
+        assert logits.shape == (1, 5 if model.family == "t5" else 8, 256)
 
 
 def test_gpt2_small_has_124m_parameters(make_cfg):

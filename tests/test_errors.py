@@ -29,8 +29,21 @@ def _one_line_error(result, *needles: str) -> str:
         (["tokenizer.type=wordpiece"], ["tokenizer.type='wordpiece'", "bpe"]),
         (["precision=16-mixed", "trainer=cpu"], ["precision=16-mixed", "bf16-mixed"]),
         (["ckpt_path=missing.ckpt"], ["ckpt_path='missing.ckpt' does not exist"]),
+        (["model=bert"], ["objective=clm does not fit model family 'bert'", "objective=mlm"]),
+        (["model=t5", "objective=mlm"], ["objective=mlm does not fit model family 't5'", "objective=span"]),
+        (["model=gpt", "objective=span"], ["objective=span does not fit model family 'gpt'", "objective=clm"]),
     ],
-    ids=["unknown-option", "missing-path", "block-size", "tokenizer-type", "fp16-on-cpu", "missing-ckpt"],
+    ids=[
+        "unknown-option",
+        "missing-path",
+        "block-size",
+        "tokenizer-type",
+        "fp16-on-cpu",
+        "missing-ckpt",
+        "bert+clm",
+        "t5+mlm",
+        "gpt+span",
+    ],
 )
 def test_bad_config_fails_fast(tmp_path, cache_dir, args, needles):
     result = run_cli(*args, *FAST, f"paths.cache_dir={cache_dir / 'errors'}", cwd=tmp_path)

@@ -7,12 +7,14 @@ import torch
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import GPT, ModelConfig
-from lightning_llm.models.gpt import sample_next_token
+from lightning_llm.models.blocks import sample_next_token
 from lightning_llm.optim import parameter_groups, warmup_cosine
 
 VARIANTS = {
     "gpt2": {},
-    "llama": dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=1, bias=False, tie_embeddings=False),
+    "llama": dict(
+        positions="rope", norm="rmsnorm", activation="silu", gated=True, n_kv_head=1, bias=False, tie_embeddings=False
+    ),
 }
 
 

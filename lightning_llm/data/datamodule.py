@@ -88,6 +88,7 @@ class TextDataModule(pl.LightningDataModule):
         self.tokenizer_trained: bool | None = None
         self.stats: dict[str, Any] = {}
         self._tokens: dict[str, torch.Tensor] = {}
+        self._val_batches: list[dict[str, torch.Tensor]] | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def _load_raw(self):
@@ -164,6 +165,7 @@ class TextDataModule(pl.LightningDataModule):
             cache_dir=self.cache_dir,
             **self.tokenizer_config,
         )
+        self.objective.bind_tokenizer(self.tokenizer)
         length, stride = self.objective.block_layout(self.block_size)
         self.stats = {"documents": {"train": len(train), "val": len(val)}, "tokens": {}, "blocks": {}}
         self.stats["characters"] = {
@@ -224,10 +226,14 @@ class TextDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._dataset("val"),
-            batch_size=self.batch_size,
-            shuffle=False,
-            collate_fn=self.objective.collate,
-            num_workers=self.num_workers,
-        )
+        """Validation batches are collated once under a fixed seed, so random masks or spans are the same
+        at every evaluation and val losses compare across steps and runs."""
+        if self._val_batches is None:
+            blocks = self._dataset("val")
+            with torch.random.fork_rng():
+                torch.manual_seed(self.split_seed)
+                self._val_batches = [
+                    self.objective.collate([blocks[i] for i in range(start, min(start + self.batch_size, len(blocks)))])
+                    for start in range(0, len(blocks), self.batch_size)
+                ]
+        return DataLoader(self._val_batches, batch_size=None, shuffle=False)

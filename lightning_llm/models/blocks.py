@@ -1,12 +1,13 @@
-"""Shared transformer building blocks: norms, positions, attention, MLP and the pre-norm block.
+"""Shared transformer building blocks: norms, positions, attention, MLP and the transformer block.
 
-Every architecture file wires these together; each knob is a field of `ModelConfig`, so a model
-(GPT-2 style, Llama style, ...) is described entirely in YAML.
+Every architecture file only wires these together. Each knob is a field of `ModelConfig`, so a model
+(GPT-2, Llama, BERT, T5 flavours) is described entirely in YAML.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -16,40 +17,63 @@ from torch import nn
 
 from lightning_llm.errors import ConfigError
 
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2, T5 v1.1 ("gelu_new")
+    "gelu": F.gelu,  # BERT (exact, erf)
+    "relu": F.relu,  # T5 v1.0
+    "silu": F.silu,  # Llama (with gated=True: SwiGLU)
+}
+_CHOICES = {
+    "activation": tuple(ACTIVATIONS),
+    "norm": ("layernorm", "rmsnorm"),
+    "norm_position": ("pre", "post"),
+    "positions": ("learned", "rope", "relative"),
+}
+
 
 @dataclass
 class ModelConfig:
     """Shape and flavour of a transformer; the same fields serve every architecture."""
 
     vocab_size: int = 4096
-    block_size: int = 256
-    n_layer: int = 4
+    block_size: int = 256  # longest sequence (learned positions, RoPE tables, the data's block size)
+    n_layer: int = 4  # decoder layers (GPT), encoder layers (BERT, T5)
+    n_decoder_layer: int | None = None  # T5's decoder layers; default n_layer
     n_head: int = 4
     n_kv_head: int | None = None  # grouped-query attention when smaller than n_head
+    head_dim: int | None = None  # default n_embd // n_head (T5 v1.1 sets it apart)
     n_embd: int = 256
-    mlp: Literal["gelu", "swiglu"] = "gelu"
-    mlp_hidden: int | None = None  # default: 4 * n_embd (gelu) or 8/3 * n_embd rounded (swiglu)
+    mlp_hidden: int | None = None  # default 4 * n_embd, or 8/3 * n_embd (rounded up to 64) when gated
+    activation: Literal["gelu_tanh", "gelu", "relu", "silu"] = "gelu_tanh"
+    gated: bool = False  # gated MLP: act(x W) * (x V), e.g. SwiGLU with silu, GEGLU with gelu_tanh
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
-    positions: Literal["learned", "rope"] = "learned"
+    norm_position: Literal["pre", "post"] = "pre"  # post: BERT's x = norm(x + f(x))
+    positions: Literal["learned", "rope", "relative"] = "learned"  # relative: T5's bucketed bias
     rope_base: float = 10000.0
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    attn_scale: float | None = None  # default 1/sqrt(head_dim); T5 uses 1.0
+    n_token_types: int = 0  # BERT's segment embeddings (2); 0 = none
+    embed_norm: bool = False  # BERT normalises the summed embeddings
     bias: bool = True
     dropout: float = 0.0
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         self.n_kv_head = self.n_kv_head or self.n_head
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+        self.n_decoder_layer = self.n_decoder_layer or self.n_layer
+        for key, allowed in _CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r} is unknown: use one of {list(allowed)}")
+        if self.head_dim is None:
+            if self.n_embd % self.n_head:
+                raise ConfigError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+            self.head_dim = self.n_embd // self.n_head
         if self.n_head % self.n_kv_head:
             raise ConfigError(f"model.n_head={self.n_head} is not a multiple of model.n_kv_head={self.n_kv_head}")
-        for key, allowed in (
-            ("mlp", ("gelu", "swiglu")),
-            ("norm", ("layernorm", "rmsnorm")),
-            ("positions", ("learned", "rope")),
-        ):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is unknown: use one of {allowed}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ConfigError(f"model.positions=rope needs an even head dimension, not {self.head_dim}")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> ModelConfig:
@@ -62,10 +86,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
 
 
 class RMSNorm(nn.Module):
@@ -97,39 +117,105 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate `x` of shape (batch, heads, time, head_dim), halves-split layout."""
         t = x.size(-2)
-        cos = self.cos[offset : offset + t].to(x.dtype)
-        sin = self.sin[offset : offset + t].to(x.dtype)
+        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-class Attention(nn.Module):
-    """Multi-head (optionally grouped-query) attention through `scaled_dot_product_attention`."""
+class RelativePositionBias(nn.Module):
+    """T5's learned attention bias per head, indexed by log-bucketed relative distance."""
 
-    def __init__(self, config: ModelConfig, causal: bool, rope: RotaryEmbedding | None = None) -> None:
+    def __init__(self, config: ModelConfig, bidirectional: bool) -> None:
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets, self.max_distance = config.relative_buckets, config.relative_max_distance
+        self.embedding = nn.Embedding(config.relative_buckets, config.n_head)
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """Map key-minus-query distances to buckets: exact for small ones, logarithmic up to max_distance."""
+        num_buckets, buckets = self.num_buckets, torch.zeros_like(relative)
+        if self.bidirectional:
+            num_buckets //= 2
+            buckets += (relative > 0).long() * num_buckets
+            relative = relative.abs()
+        else:
+            relative = -relative.clamp(max=0)
+        max_exact = num_buckets // 2
+        log_ratio = torch.log(relative.float() / max_exact + 1e-20) / math.log(self.max_distance / max_exact)
+        large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+        return buckets + torch.where(relative < max_exact, relative, large)
+
+    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
+        """The additive bias, shape (1, heads, q_len, k_len)."""
+        device = self.embedding.weight.device
+        relative = torch.arange(k_len, device=device)[None, :] - torch.arange(q_len, device=device)[:, None]
+        return self.embedding(self.bucket(relative)).permute(2, 0, 1).unsqueeze(0)
+
+
+def attention_bias(
+    padding_mask: torch.Tensor | None,
+    causal: bool,
+    q_len: int,
+    k_len: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """One additive SDPA mask from key padding (batch, k_len; True = real token), causality and a bias.
+
+    Returns None when plain causal (or no) attention suffices, so SDPA can take its fastest path.
+    Masked scores get the dtype's lowest value rather than -inf, so a row with no visible key stays finite.
+    """
+    if padding_mask is None and bias is None:
+        return None
+    dtype = bias.dtype if bias is not None else torch.float32
+    device = bias.device if bias is not None else padding_mask.device
+    visible = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
+    if causal:
+        visible = visible.tril(diagonal=k_len - q_len)
+    visible = visible[None, None]
+    if padding_mask is not None:
+        visible = visible & padding_mask.bool()[:, None, None, :]
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+    return mask if bias is None else mask + bias
+
+
+class Attention(nn.Module):
+    """Multi-head (optionally grouped-query) self- or cross-attention through `scaled_dot_product_attention`."""
+
+    def __init__(
+        self, config: ModelConfig, causal: bool, rope: RotaryEmbedding | None = None, cross: bool = False
+    ) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
-        self.causal = causal
-        self.rope = rope
-        self.dropout = config.dropout
-        qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
-        self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.causal, self.rope, self.cross = causal, rope, cross
+        self.dropout, self.scale = config.dropout, config.attn_scale
+        q_dim, kv_dim = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+        if cross:
+            self.q = nn.Linear(config.n_embd, q_dim, bias=config.bias)
+            self.kv = nn.Linear(config.n_embd, 2 * kv_dim, bias=config.bias)
+        else:
+            self.qkv = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.bias)
+        self.proj = nn.Linear(q_dim, config.n_embd, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
-            dim=-1,
-        )
-        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return x.view(x.size(0), x.size(1), n, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`x` (batch, time, n_embd); `memory` is the encoder output for cross-attention."""
+        kv_dim = self.n_kv_head * self.head_dim
+        if self.cross:
+            q, (k, v) = self.q(x), self.kv(memory).split(kv_dim, dim=-1)
+        else:
+            q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
+        q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -137,48 +223,66 @@ class Attention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=self.causal and attn_mask is None,
+            scale=self.scale,
             enable_gqa=self.n_kv_head != self.n_head,
         )
-        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
+        return self.proj(y.transpose(1, 2).reshape(x.size(0), x.size(1), -1))
 
 
 class MLP(nn.Module):
-    """Feed-forward block: GELU (GPT/BERT) or SwiGLU (Llama)."""
+    """Feed-forward block: act(x W1) W2, or gated act(x W) * (x V) W2 (SwiGLU, GEGLU)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.gated = config.mlp == "swiglu"
+        self.gated, self.act = config.gated, ACTIVATIONS[config.activation]
         hidden = config.mlp_hidden or (
-            4 * config.n_embd if not self.gated else 64 * math.ceil(8 * config.n_embd / 3 / 64)
+            64 * math.ceil(8 * config.n_embd / 3 / 64) if config.gated else 4 * config.n_embd
         )
         self.fc = nn.Linear(config.n_embd, (2 if self.gated else 1) * hidden, bias=config.bias)
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc(x)
         if self.gated:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        else:
-            h = F.gelu(h, approximate="tanh")
-        return self.dropout(self.proj(h))
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.proj(self.act(gate) * up)
+        return self.proj(self.act(self.fc(x)))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Transformer block: self-attention, optional cross-attention, MLP; each a residual branch.
 
-    def __init__(self, config: ModelConfig, causal: bool, rope: RotaryEmbedding | None = None) -> None:
+    Pre-norm (GPT, Llama, T5): x + f(norm(x)). Post-norm (BERT): norm(x + f(x)).
+    """
+
+    def __init__(
+        self, config: ModelConfig, causal: bool, rope: RotaryEmbedding | None = None, cross: bool = False
+    ) -> None:
         super().__init__()
+        self.post_norm = config.norm_position == "post"
         self.norm_attn = build_norm(config)
         self.attn = Attention(config, causal=causal, rope=rope)
+        self.norm_cross = build_norm(config) if cross else None
+        self.cross_attn = Attention(config, causal=False, cross=True) if cross else None
         self.norm_mlp = build_norm(config)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm_attn(x), attn_mask))
-        return x + self.mlp(self.norm_mlp(x))
+    def _residual(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], norm: nn.Module):
+        if self.post_norm:
+            return norm(x + self.dropout(branch(x)))
+        return x + self.dropout(branch(norm(x)))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self._residual(x, lambda h: self.attn(h, attn_mask), self.norm_attn)
+        if self.cross_attn is not None:
+            x = self._residual(x, lambda h: self.cross_attn(h, memory_mask, memory), self.norm_cross)
+        return self._residual(x, self.mlp, self.norm_mlp)
 
 
 def init_weights(module: nn.Module, n_layer: int) -> None:
@@ -191,3 +295,44 @@ def init_weights(module: nn.Module, n_layer: int) -> None:
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Embedding):
             nn.init.normal_(sub.weight, mean=0.0, std=0.02)
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token id per row of `logits` (batch, vocab) with temperature, top-k and nucleus filtering."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+
+
+def generate_tokens(
+    next_logits: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The sampling loop every decoder shares: append one sampled token at a time to `tokens`."""
+    for _ in range(max_new_tokens):
+        next_id = sample_next_token(next_logits(tokens).float(), temperature, top_k, top_p, generator)
+        tokens = torch.cat((tokens, next_id), dim=1)
+        if eos_id is not None and bool((next_id == eos_id).all()):
+            break
+    return tokens

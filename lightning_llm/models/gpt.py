@@ -5,14 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lightning_llm.models.blocks import Block, ModelConfig, RotaryEmbedding, build_norm, init_weights
+from lightning_llm.models.blocks import (
+    Block,
+    ModelConfig,
+    RotaryEmbedding,
+    attention_bias,
+    build_norm,
+    generate_tokens,
+    init_weights,
+)
 
 
 class GPT(nn.Module):
     """Token ids (batch, time) -> next-token logits (batch, time, vocab)."""
+
+    family = "gpt"
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -33,7 +42,7 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameter count (tied weights once); optionally without the embedding tables, as MFU wants."""
+        """Parameter count (tied weights once); optionally without the position table, as MFU wants."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings and self.wpe is not None:
             n -= self.wpe.weight.numel()
@@ -44,7 +53,8 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_parameters(exclude_embeddings=True) + 12 * c.n_layer * c.n_embd * seq_len
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for every position; `attention_mask` (batch, time), 1 = real token, only for padded batches."""
         t = input_ids.size(1)
         if t > self.config.block_size:
             raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
@@ -52,49 +62,14 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(t, device=input_ids.device))
         x = self.drop(x)
+        mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.lm_head(self.norm_f(x))
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample continuations of `input_ids` (batch, time); temperature 0 decodes greedily."""
-        for _ in range(max_new_tokens):
-            logits = self(input_ids[:, -self.config.block_size :])[:, -1, :].float()
-            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
-            input_ids = torch.cat((input_ids, next_id), dim=1)
-            if eos_id is not None and bool((next_id == eos_id).all()):
-                break
-        return input_ids
-
-
-def sample_next_token(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one token id per row of `logits` (batch, vocab) with temperature, top-k and nucleus filtering."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the token crossing top_p
-        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
+        """Sample continuations of `input_ids` (batch, time): temperature (0 = greedy), top_k, top_p,
+        eos_id, generator."""
+        window = self.config.block_size
+        return generate_tokens(lambda ids: self(ids[:, -window:])[:, -1], input_ids, max_new_tokens, **sampling)

@@ -2,5 +2,7 @@
 
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
 from lightning_llm.objectives.clm import CausalLM
+from lightning_llm.objectives.mlm import MaskedLM
+from lightning_llm.objectives.span import SpanCorruption
 
-__all__ = ["IGNORE_INDEX", "CausalLM", "Objective", "ObjectiveOutput"]
+__all__ = ["IGNORE_INDEX", "CausalLM", "MaskedLM", "Objective", "ObjectiveOutput", "SpanCorruption"]

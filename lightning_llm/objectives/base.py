@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
+if TYPE_CHECKING:
+    from lightning_llm.data.tokenizer import Tokenizer
+
 IGNORE_INDEX = -100
 
 
 @dataclass
 class ObjectiveOutput:
-    """What one step of an objective produces."""
+    """What one step of an objective produces (logits and labels as the objective's metrics take them)."""
 
     loss: torch.Tensor
     logits: torch.Tensor
@@ -27,24 +31,43 @@ class Objective:
 
     #: Model families this objective can train (checked at start-up).
     model_families: tuple[str, ...] = ()
-    #: Special tokens the tokenizer must provide for this objective.
-    special_tokens: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.tokenizer: Tokenizer | None = None
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """Tokens the tokenizer must reserve for this objective (after pad, unk, bos, eos)."""
+        return ()
+
+    def bind_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Called once the tokenizer exists, so collation can use its special ids."""
+        self.tokenizer = tokenizer
+
+    @property
+    def first_regular_id(self) -> int:
+        """The lowest id of an ordinary (non-special) token."""
+        return 4 + len(self.special_tokens)
 
     def block_layout(self, block_size: int) -> tuple[int, int]:
         """(length, stride) of the packed windows one example is cut from, for a context of `block_size`."""
         return block_size, block_size
 
     def collate(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Turn a list of packed blocks into a batch."""
+        """Turn a list of packed blocks into a batch (random choices use torch's global RNG)."""
         raise NotImplementedError
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         """Run the model on a batch and compute the loss."""
         raise NotImplementedError
 
-    def metrics(self) -> MetricCollection:
-        """Validation metrics, updated with (logits, labels)."""
+    def metrics(self, vocab_size: int) -> MetricCollection:
+        """Validation metrics, updated with (logits, labels) from `forward`."""
         return MetricCollection({})
+
+    def sample(self, model: nn.Module, prompt: str, max_new_tokens: int, **sampling: Any) -> str:
+        """Show what the model learned on `prompt` (a continuation, filled masks or spans)."""
+        raise NotImplementedError
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
@@ -30,5 +32,12 @@ class CausalLM(Objective):
         loss = token_cross_entropy(logits, batch["labels"])
         return ObjectiveOutput(loss, logits, batch["labels"], batch["input_ids"].numel())
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self, vocab_size: int) -> MetricCollection:
         return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE_INDEX)})
+
+    def sample(self, model: nn.Module, prompt: str, max_new_tokens: int, **sampling: Any) -> str:
+        tok = self.tokenizer
+        device = next(model.parameters()).device
+        ids = torch.tensor([[tok.bos_id, *tok.encode(prompt)]], device=device)
+        out = model.generate(ids, max_new_tokens, eos_id=tok.eos_id, **sampling)
+        return tok.decode(out[0, 1:].tolist())

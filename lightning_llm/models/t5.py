@@ -1,0 +1,96 @@
+"""T5: an encoder-decoder with relative position bias, cross-attention and a generating decoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_llm.models.blocks import (
+    Block,
+    ModelConfig,
+    RelativePositionBias,
+    attention_bias,
+    build_norm,
+    generate_tokens,
+    init_weights,
+)
+
+T5_DEFAULTS = dict(norm="rmsnorm", norm_eps=1e-6, positions="relative", activation="relu", attn_scale=1.0, bias=False)
+
+
+class T5(nn.Module):
+    """(encoder ids, decoder ids) -> decoder logits (batch, target time, vocab).
+
+    The relative position bias is computed once per stack (in its first layer, as T5 does) and shared.
+    """
+
+    family = "t5"
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig.from_kwargs({**T5_DEFAULTS, **kwargs})
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.encoder_bias = RelativePositionBias(config, bidirectional=True)
+        self.decoder_bias = RelativePositionBias(config, bidirectional=False)
+        self.encoder = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layer))
+        self.decoder = nn.ModuleList(Block(config, causal=True, cross=True) for _ in range(config.n_decoder_layer))
+        self.encoder_norm, self.decoder_norm = build_norm(config), build_norm(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        init_weights(self, config.n_layer + config.n_decoder_layer)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
+        t = input_ids.size(1)
+        mask = attention_bias(attention_mask, causal=False, q_len=t, k_len=t, bias=self.encoder_bias(t, t))
+        x = self.drop(self.wte(input_ids))
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.drop(self.encoder_norm(x))
+
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Decoder logits given the encoder output `memory` and the encoder's padding mask."""
+        t, s = decoder_input_ids.size(1), memory.size(1)
+        self_mask = attention_bias(None, causal=True, q_len=t, k_len=t, bias=self.decoder_bias(t, t))
+        cross_mask = None if attention_mask is None else attention_bias(attention_mask, False, t, s)
+        x = self.drop(self.wte(decoder_input_ids))
+        for block in self.decoder:
+            x = block(x, self_mask, memory, cross_mask)
+        x = self.drop(self.decoder_norm(x))
+        if self.config.tie_embeddings:
+            x = x * self.config.n_embd**-0.5  # T5 rescales before a tied output projection
+        return self.lm_head(x)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        decoder_start_id: int = 0,
+        **sampling: Any,
+    ) -> torch.Tensor:
+        """Encode once, then sample decoder tokens (returned without the start token); `sampling` as GPT's."""
+        memory = self.encode(input_ids, attention_mask)
+        start = torch.full((input_ids.size(0), 1), decoder_start_id, dtype=torch.long, device=input_ids.device)
+        out = generate_tokens(
+            lambda ids: self.decode(ids, memory, attention_mask)[:, -1], start, max_new_tokens, **sampling
+        )
+        return out[:, 1:]

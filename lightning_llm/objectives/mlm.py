@@ -1,0 +1,78 @@
+"""Masked language modelling (BERT): predict 15% of tokens from both sides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
+
+MASK_TOKEN = "<mask>"
+
+
+class MaskedLM(Objective):
+    """BERT masking: pick `mask_prob` of the non-special tokens; of those, 80% become <mask>, 10% a random
+    token, 10% stay. The loss covers the picked positions only. Blocks are framed as <s> ... </s>."""
+
+    model_families = ("bert",)
+
+    def __init__(self, mask_prob: float = 0.15, replace_mask: float = 0.8, replace_random: float = 0.1) -> None:
+        super().__init__()
+        self.mask_prob, self.replace_mask, self.replace_random = mask_prob, replace_mask, replace_random
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return (MASK_TOKEN,)
+
+    def block_layout(self, block_size: int) -> tuple[int, int]:
+        return block_size - 2, block_size - 2
+
+    def mask(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels) for a batch of token ids; labels are IGNORE_INDEX where nothing was picked."""
+        tok = self.tokenizer
+        special = tokens < self.first_regular_id  # pad, unk, bos, eos, <mask>
+        picked = (torch.rand(tokens.shape) < self.mask_prob) & ~special
+        labels = torch.where(picked, tokens, IGNORE_INDEX)
+        decision = torch.rand(tokens.shape)
+        to_mask = picked & (decision < self.replace_mask)
+        to_random = picked & (decision >= self.replace_mask) & (decision < self.replace_mask + self.replace_random)
+        inputs = tokens.masked_fill(to_mask, tok.token_to_id(MASK_TOKEN))
+        random_ids = torch.randint(self.first_regular_id, tok.vocab_size, tokens.shape)
+        return torch.where(to_random, random_ids, inputs), labels
+
+    def collate(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        body = torch.stack(blocks).long()
+        frame = torch.full((body.size(0), 1), tok.bos_id), torch.full((body.size(0), 1), tok.eos_id)
+        inputs, labels = self.mask(torch.cat((frame[0], body, frame[1]), dim=1))
+        return {"input_ids": inputs, "labels": labels}
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        hidden = model.encode(batch["input_ids"], batch.get("attention_mask"))
+        picked = batch["labels"] != IGNORE_INDEX
+        logits = model.mlm_logits(hidden[picked])  # the vocabulary projection only where it is scored
+        labels = batch["labels"][picked]
+        loss = F.cross_entropy(logits.float(), labels)
+        return ObjectiveOutput(loss, logits, labels, batch["input_ids"].numel())
+
+    def metrics(self, vocab_size: int) -> MetricCollection:
+        return MetricCollection({"accuracy": MulticlassAccuracy(num_classes=vocab_size, average="micro")})
+
+    def sample(self, model: nn.Module, prompt: str, max_new_tokens: int, **sampling: Any) -> str:
+        """Fill `<mask>` tokens in the prompt (or 3 appended ones) with the model's top choice."""
+        tok = self.tokenizer
+        mask_id = tok.token_to_id(MASK_TOKEN)
+        ids = tok.encode(prompt)
+        if mask_id not in ids:
+            ids += [mask_id] * 3
+        device = next(model.parameters()).device
+        inputs = torch.tensor([[tok.bos_id, *ids, tok.eos_id]], device=device)
+        with torch.no_grad():
+            predicted = model(inputs).argmax(-1)
+        filled = torch.where(inputs == mask_id, predicted, inputs)
+        return tok.decode(filled[0, 1:-1].tolist())
