@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lightning_llm.finetune.base import FinetuneMethod
 from lightning_llm.objectives import Objective
 from lightning_llm.optim import parameter_groups
 
@@ -22,10 +23,16 @@ class LanguageModelModule(pl.LightningModule):
         objective: Objective,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        finetune: FinetuneMethod | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
+        self.finetune = finetune or FinetuneMethod()
+        # e.g. the fine-tuning method's config and the base checkpoint, so a small checkpoint can be rebuilt
+        self.checkpoint_extras: dict[str, Any] = {}
+        # a checkpoint of a parameter-efficient method holds only trained weights: load it non-strictly
+        self.strict_loading = not self.finetune.saves_trainable_only
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
@@ -63,7 +70,12 @@ class LanguageModelModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make a checkpoint self-describing: model family and config, tokenizer, tokens seen."""
+        """Make a checkpoint self-describing (model family and config, tokenizer, tokens seen); a
+        parameter-efficient run keeps only its trained weights plus a reference to the base checkpoint."""
+        if self.finetune.saves_trainable_only:
+            keep = {f"model.{k}" for k in self.finetune.trainable_state_dict(self.model)}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint.update(self.checkpoint_extras)
         config = getattr(self.model, "config", None)
         checkpoint["model_family"] = getattr(self.model, "family", type(self.model).__name__.lower())
         checkpoint["model_config"] = config.to_dict() if config is not None else None

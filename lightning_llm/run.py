@@ -9,14 +9,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
 from lightning_llm.callbacks import SampleGeneration
+from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights, resolve_checkpoint_path
 from lightning_llm.config import check_config
+from lightning_llm.errors import ConfigError
+from lightning_llm.finetune import FinetuneMethod, count_parameters
+from lightning_llm.finetune.forgetting import ForgettingProbe
+from lightning_llm.objectives import Objective
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -61,9 +68,54 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/"))}
 
 
+def adopt_pretrained(cfg: DictConfig) -> Pretrained | None:
+    """Load `model.pretrained` and make its architecture the run's (`data.block_size` etc. follow)."""
+    source = cfg.model.get("pretrained")
+    if not source:
+        return None
+    pretrained = load_pretrained(source)
+    family = hydra.utils.get_class(cfg.model._target_).family
+    if pretrained.family != family:
+        raise ConfigError(
+            f"model.pretrained={source!r} is a '{pretrained.family}' checkpoint but the model group builds "
+            f"'{family}': use the model option of that family"
+        )
+    overridden = {
+        o.split("=", 1)[0][len("model.") :]: o.split("=", 1)[1]
+        for o in _hydra_info().get("overrides", [])
+        if o.startswith("model.")
+    }
+    with open_dict(cfg.model):
+        for key, value in pretrained.config.items():
+            if key in ("vocab_size", "dropout"):
+                continue
+            if key in overridden and str(value) != overridden[key]:
+                raise ConfigError(
+                    f"model.{key}={overridden[key]} differs from the pretrained checkpoint's {value}: drop the override"
+                )
+            cfg.model[key] = value
+    return pretrained
+
+
+def build_model(cfg: DictConfig, vocab_size: int, objective: Objective, pretrained: Pretrained | None) -> nn.Module:
+    """The model group's model, the objective's task head, the pretrained weights, in that order."""
+    model_cfg = {k: v for k, v in cfg.model.items() if k != "pretrained"}
+    model = instantiate(model_cfg, vocab_size=vocab_size)
+    objective.prepare_model(model)
+    if pretrained is not None:
+        load_weights(model, pretrained.state_dict, pretrained.source)
+    return model
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment from a composed config; returns (and writes) its results."""
+    return run_experiment(cfg)[0]
+
+
+def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]:
+    """`train`, also handing back the trained LightningModule (for tests and notebooks)."""
     started = time.perf_counter()
+    pretrained = adopt_pretrained(cfg)
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -71,11 +123,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     objective = instantiate(cfg.objective)
-    tokenizer_cfg = OmegaConf.to_container(cfg.tokenizer, resolve=True)
-    datamodule = instantiate(cfg.data, objective=objective, tokenizer=tokenizer_cfg)
+    tokenizer = pretrained.tokenizer if pretrained and pretrained.tokenizer else OmegaConf.to_container(cfg.tokenizer)
+    datamodule = instantiate(cfg.data, objective=objective, tokenizer=tokenizer)
     datamodule.prepare_data()  # the model's vocabulary size comes from the tokenizer
-    model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
-    module = instantiate(cfg.module, model=model, objective=objective)
+    model = build_model(cfg, datamodule.tokenizer.vocab_size, objective, pretrained)
+    finetune: FinetuneMethod = instantiate(cfg.finetune)
+    finetune.apply(model)
+    _check_context(cfg, model)
+    extras = {"finetune": OmegaConf.to_container(cfg.finetune)}
+    if pretrained is not None and finetune.saves_trainable_only:
+        extras["base_checkpoint"] = str(resolve_checkpoint_path(pretrained.source).resolve())
+    module = instantiate(cfg.module, model=model, objective=objective, finetune=finetune)
+    module.checkpoint_extras = extras  # set after instantiate, which would build the `_target_` inside
+    probe = _forgetting_probe(cfg, model, datamodule, pretrained, finetune)
 
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -93,10 +153,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "threads": threads,
         "data": datamodule.stats,
         "tokenizer": {"path": str(datamodule.tokenizer_path), "trained_now": datamodule.tokenizer_trained},
-        "model": {"parameters": sum(p.numel() for p in model.parameters()), "config": model.config.to_dict()},
+        "model": {"config": model.config.to_dict(), "pretrained": pretrained.source if pretrained else None},
+        "parameters": count_parameters(model),
     }
     ckpt_path = cfg.get("ckpt_path")
     if cfg.train:
+        if probe is not None and not ckpt_path:
+            results["forgetting"] = {"before": probe.measure(model)}
         if cfg.get("validate_before_fit") and not ckpt_path:
             results["val_start"] = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
         tokens_before, fit_started = module.tokens_seen, time.perf_counter()
@@ -109,6 +172,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results["metrics"].update(
         _scalars(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
     )
+    if probe is not None:
+        results.setdefault("forgetting", {})["after"] = after = probe.measure(model)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"forgetting/{k}": v for k, v in after.items()}, step=trainer.global_step)
     results.update(
         status="completed",
         steps=trainer.global_step,
@@ -125,4 +192,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "results.json", results)
         print(f"outputs: {output_dir} (results.json, checkpoints/, csv/metrics.csv)")
-    return results
+    return results, module
+
+
+def _check_context(cfg: DictConfig, model: nn.Module) -> None:
+    """Packed blocks plus a prepended prefix (prompt tuning) must fit the model's context."""
+    prefix = getattr(model.prefix, "length", 0)
+    block = cfg.data.get("block_size")
+    if prefix and block and cfg.data._target_.endswith("TextDataModule") and block + prefix > model.config.block_size:
+        raise ConfigError(
+            f"data.block_size={block} plus {prefix} virtual tokens exceeds model.block_size="
+            f"{model.config.block_size}: set data.block_size={model.config.block_size - prefix}"
+        )
+
+
+def _forgetting_probe(
+    cfg: DictConfig, model: nn.Module, datamodule: Any, pretrained: Pretrained | None, finetune: FinetuneMethod
+) -> ForgettingProbe | None:
+    """Set up the forgetting measurement for a fine-tuning run from a pretrained model."""
+    forgetting = cfg.get("forgetting")
+    if pretrained is None or type(finetune) is FinetuneMethod or not (forgetting and forgetting.enabled):
+        return None
+    return ForgettingProbe(
+        model.family,
+        datamodule.tokenizer,
+        forgetting.path,
+        model.config.block_size - getattr(model.prefix, "length", 0),
+        cfg.data.batch_size,
+        forgetting.batches,
+        cfg.paths.cache_dir,
+    )

@@ -4,6 +4,11 @@
 - `stdlib_docstrings`: the docstrings of the standard library's modules, one document per module
   (~1.5M characters).
 - `python_docs`: both.
+
+And one embedded task table, for fine-tuning:
+- `stdlib_functions`: one row per documented standard-library function: its code without the docstring
+  (`code`), the docstring's first line (`summary`), the whole docstring (`docstring`) and its top-level
+  module (`module`). Code -> summary is a generation task; docstring -> module a classification task.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import sys
 import sysconfig
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,15 +38,7 @@ def pydoc_topics() -> Iterator[dict[str, str]]:
 
 def stdlib_docstrings() -> Iterator[dict[str, str]]:
     """One document per standard-library module: its module, class and function docstrings."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if _SKIPPED_STDLIB_DIRS.intersection(relative.parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
+    for relative, tree, _ in _stdlib_trees():
         docs = [
             doc
             for node in ast.walk(tree)
@@ -51,10 +49,49 @@ def stdlib_docstrings() -> Iterator[dict[str, str]]:
             yield {"text": "\n\n".join(docs), "source": f"stdlib:{relative.as_posix()}"}
 
 
+def _stdlib_trees() -> Iterator[tuple[Path, ast.Module, str]]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if _SKIPPED_STDLIB_DIRS.intersection(relative.parts):
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            yield relative, ast.parse(source), source
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+
+
+def stdlib_functions(max_code_chars: int = 1200) -> Iterator[dict[str, str]]:
+    """One row per public, documented standard-library function whose code (docstring removed) is short."""
+    for relative, tree, source in _stdlib_trees():
+        module = relative.parts[0].removesuffix(".py")
+        lines = source.splitlines()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc or not doc.strip():
+                continue
+            if len(node.body) < 2:
+                continue
+            signature = lines[node.lineno - 1 : node.body[0].lineno - 1]  # the def line(s), up to the docstring
+            code = textwrap.dedent("\n".join([*signature, *lines[node.body[1].lineno - 1 : node.end_lineno]]))
+            if len(code) <= max_code_chars:
+                yield {
+                    "code": code,
+                    "summary": doc.strip().splitlines()[0].strip(),
+                    "docstring": doc.strip(),
+                    "module": module,
+                    "source": f"stdlib:{relative.as_posix()}:{node.name}",
+                }
+
+
 EMBEDDED_CORPORA = {
     "pydoc_topics": (pydoc_topics,),
     "stdlib_docstrings": (stdlib_docstrings,),
     "python_docs": (pydoc_topics, stdlib_docstrings),
+    "stdlib_functions": (stdlib_functions,),
 }
 
 

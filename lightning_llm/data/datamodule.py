@@ -38,6 +38,94 @@ def check_data_path(path: str) -> None:
         raise ConfigError(f"data.path={path!r} does not exist: give an existing file or folder, or a `datasets` name")
 
 
+def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):
+    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name."""
+    import datasets
+
+    check_data_path(path)
+    source = str(materialize_embedded(path, cache_dir)) if is_embedded(path) else path
+    cache = str(Path(cache_dir) / "datasets")
+    try:
+        if not looks_local(source):
+            return datasets.load_dataset(source, name, split=split, cache_dir=cache)
+        local = Path(source).expanduser()
+        files = sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS) if local.is_dir() else [str(local)]
+        suffixes = {Path(f).suffix for f in files}
+        builders = {_BUILDERS.get(s) for s in suffixes}
+        if not files or None in builders or len(builders) != 1:
+            raise ConfigError(
+                f"data.path={path!r} holds no readable files of one kind: "
+                f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
+            )
+        builder = builders.pop()
+        extra = {"sample_by": sample_by} if builder == "text" else {}
+        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ConnectionError, ValueError) as err:
+        raise ConfigError(
+            f"data.path={path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
+            "give a local file or folder, or a `datasets` name reachable online"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"data.path={path!r} is not valid UTF-8 text ({err.reason})") from err
+
+
+def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "data"):
+    """Keep `columns` ({our name: the data's column}) under our names; name a missing column in one line."""
+    for ours, theirs in columns.items():
+        if theirs not in ds.column_names:
+            key = key_prefix if "." in key_prefix else f"{key_prefix}.{ours}_column"
+            raise ConfigError(f"{key}={theirs!r} is not a column of {path!r}: its columns are {ds.column_names}")
+    ds = ds.select_columns(list(dict.fromkeys(columns.values())))
+    renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
+    return ds.rename_columns(renames) if renames else ds
+
+
+def split_train_val(ds, val_fraction: float, seed: int, path: str):
+    """A deterministic document-level split (independent of the run's seed)."""
+    if len(ds) < 2:
+        raise ConfigError(f"data.path={path!r} has {len(ds)} document: at least 2 are needed for train/val")
+    splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
+    return splits["train"], splits["test"]
+
+
+def resolve_tokenizer(
+    tokenizer: dict[str, Any] | Tokenizer,
+    texts: list[str],
+    fingerprint: str,
+    objective: Objective,
+    cache_dir: Path,
+) -> tuple[Tokenizer, Path | None, bool]:
+    """A given tokenizer (e.g. a pretrained checkpoint's), or one trained on `texts` (cached by config and data).
+
+    Returns the tokenizer, its file and whether it was trained now.
+    """
+    if isinstance(tokenizer, Tokenizer):
+        missing = [t for t in objective.special_tokens if tokenizer.token_to_id(t) == tokenizer.unk_id]
+        if missing:
+            raise ConfigError(f"the pretrained tokenizer lacks the objective's special token {missing[0]!r}")
+        return tokenizer, None, False
+    return train_or_load_tokenizer(
+        texts=texts,
+        special_tokens=tuple(objective.special_tokens),
+        data_fingerprint=fingerprint,
+        cache_dir=cache_dir,
+        **tokenizer,
+    )
+
+
+def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Collate `examples` once under a fixed seed: random masks or spans are then the same at every
+    evaluation, so validation losses compare across steps and runs."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return [
+            collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
+            for start in range(0, len(examples), batch_size)
+        ]
+
+
 class PackedBlocks(Dataset):
     """Fixed-length windows over one token stream: window i is tokens[i*stride : i*stride + length]."""
 
@@ -59,7 +147,7 @@ class TextDataModule(pl.LightningDataModule):
     def __init__(
         self,
         objective: Objective,
-        tokenizer: dict[str, Any],
+        tokenizer: dict[str, Any] | Tokenizer,
         path: str = "embedded:python_docs",
         name: str | None = None,
         split: str = "train",
@@ -76,7 +164,7 @@ class TextDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.objective = objective
-        self.tokenizer_config = dict(tokenizer)
+        self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
         self.path, self.name, self.split, self.text_column = str(path), name, split, text_column
         self.sample_by = sample_by
         self.block_size, self.batch_size = block_size, batch_size
@@ -92,50 +180,8 @@ class TextDataModule(pl.LightningDataModule):
 
     # -- loading -----------------------------------------------------------------------------
     def _load_raw(self):
-        import datasets
-
-        check_data_path(self.path)
-        cache = str(self.cache_dir / "datasets")
-        path = self.path
-        if is_embedded(path):
-            path = str(materialize_embedded(path, self.cache_dir))
-        try:
-            if looks_local(path):
-                local = Path(path).expanduser()
-                files = (
-                    sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS)
-                    if local.is_dir()
-                    else [str(local)]
-                )
-                suffixes = {Path(f).suffix for f in files}
-                builders = {_BUILDERS.get(s) for s in suffixes}
-                if not files or None in builders or len(builders) != 1:
-                    raise ConfigError(
-                        f"data.path={self.path!r} holds no readable files of one kind: "
-                        f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
-                    )
-                builder = builders.pop()
-                extra = {"sample_by": self.sample_by} if builder == "text" else {}
-                ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
-            else:
-                ds = datasets.load_dataset(path, self.name, split=self.split, cache_dir=cache)
-        except ConfigError:
-            raise
-        except (FileNotFoundError, ConnectionError, ValueError) as err:
-            raise ConfigError(
-                f"data.path={self.path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
-                "give a local file or folder, or a `datasets` name reachable online"
-            ) from err
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"data.path={self.path!r} is not valid UTF-8 text ({err.reason})") from err
-        if self.text_column not in ds.column_names:
-            raise ConfigError(
-                f"data.text_column={self.text_column!r} is not a column of {self.path!r}: "
-                f"its columns are {ds.column_names}"
-            )
-        ds = ds.select_columns([self.text_column])
-        if self.text_column != "text":
-            ds = ds.rename_column(self.text_column, "text")
+        ds = load_rows(self.path, self.name, self.split, self.cache_dir, self.sample_by)
+        ds = select_columns(ds, {"text": self.text_column}, self.path, key_prefix="data.text_column")
         ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
         if len(ds) == 0:
             raise ConfigError(
@@ -151,19 +197,10 @@ class TextDataModule(pl.LightningDataModule):
         if self._tokens:
             return
         ds = self._load_raw()
-        if len(ds) < 2:
-            raise ConfigError(f"data.path={self.path!r} has {len(ds)} document: at least 2 are needed for train/val")
-        n_val = max(1, round(len(ds) * self.val_fraction))
-        splits = ds.train_test_split(test_size=n_val, seed=self.split_seed, shuffle=True)
-        train, val = splits["train"], splits["test"]
+        train, val = split_train_val(ds, self.val_fraction, self.split_seed, self.path)
 
-        special = tuple(self.objective.special_tokens)
-        self.tokenizer, self.tokenizer_path, self.tokenizer_trained = train_or_load_tokenizer(
-            texts=train["text"],
-            special_tokens=special,
-            data_fingerprint=train._fingerprint,
-            cache_dir=self.cache_dir,
-            **self.tokenizer_config,
+        self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
+            self.tokenizer_config, train["text"], train._fingerprint, self.objective, self.cache_dir
         )
         self.objective.bind_tokenizer(self.tokenizer)
         length, stride = self.objective.block_layout(self.block_size)
@@ -229,11 +266,7 @@ class TextDataModule(pl.LightningDataModule):
         """Validation batches are collated once under a fixed seed, so random masks or spans are the same
         at every evaluation and val losses compare across steps and runs."""
         if self._val_batches is None:
-            blocks = self._dataset("val")
-            with torch.random.fork_rng():
-                torch.manual_seed(self.split_seed)
-                self._val_batches = [
-                    self.objective.collate([blocks[i] for i in range(start, min(start + self.batch_size, len(blocks)))])
-                    for start in range(0, len(blocks), self.batch_size)
-                ]
+            self._val_batches = fixed_batches(
+                self._dataset("val"), self.objective.collate, self.batch_size, self.split_seed
+            )
         return DataLoader(self._val_batches, batch_size=None, shuffle=False)

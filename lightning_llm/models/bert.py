@@ -7,7 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_llm.models.blocks import ACTIVATIONS, Block, ModelConfig, attention_bias, build_norm, init_weights
+from lightning_llm.models.blocks import (
+    ACTIVATIONS,
+    Block,
+    ModelConfig,
+    attention_bias,
+    build_norm,
+    init_weights,
+    prepend_prefix,
+)
 
 BERT_DEFAULTS = dict(norm_position="post", activation="gelu", n_token_types=2, embed_norm=True, norm_eps=1e-12)
 
@@ -32,6 +40,7 @@ class BERT(nn.Module):
         self.mlm_norm = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
         self.pooler = nn.Linear(config.n_embd, config.n_embd)
+        self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends embeddings, outputs dropped
         init_weights(self, config.n_layer)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -43,18 +52,21 @@ class BERT(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
-        t = input_ids.size(1)
-        if t > self.config.block_size:
-            raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
-        x = self.wte(input_ids) + self.wpe(torch.arange(t, device=input_ids.device))
+        x = self.wte(input_ids)
         if self.wtte is not None:
             x = x + self.wtte(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        x, attention_mask, n_prefix = prepend_prefix(self.prefix, x, attention_mask)
+        t = x.size(1)
+        if t > self.config.block_size:
+            raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
+        x = x + self.wpe(torch.arange(t, device=input_ids.device))
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
         mask = None if attention_mask is None else attention_bias(attention_mask, causal=False, q_len=t, k_len=t)
         for block in self.blocks:
             x = block(x, mask)
+        x = x[:, n_prefix:]
         return x if self.norm_f is None else self.norm_f(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -57,12 +57,16 @@ class ModelConfig:
     n_token_types: int = 0  # BERT's segment embeddings (2); 0 = none
     embed_norm: bool = False  # BERT normalises the summed embeddings
     bias: bool = True
+    attn_bias: bool | None = None  # biases of the attention projections (q, k, v, output); default `bias`
+    qkv_bias: bool | None = None  # biases of q, k, v only (Qwen2: true with bias false); default `attn_bias`
     dropout: float = 0.0
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         self.n_kv_head = self.n_kv_head or self.n_head
         self.n_decoder_layer = self.n_decoder_layer or self.n_layer
+        self.attn_bias = self.bias if self.attn_bias is None else self.attn_bias
+        self.qkv_bias = self.attn_bias if self.qkv_bias is None else self.qkv_bias
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} is unknown: use one of {list(allowed)}")
@@ -155,6 +159,22 @@ class RelativePositionBias(nn.Module):
         return self.embedding(self.bucket(relative)).permute(2, 0, 1).unsqueeze(0)
 
 
+def prepend_prefix(
+    prefix: nn.Module | None, x: torch.Tensor, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Run a model's prefix seam (e.g. prompt tuning's virtual tokens) on token embeddings (batch, time, dim).
+
+    Returns the longer embeddings, the padding mask extended to cover the prefix, and the prefix length.
+    """
+    if prefix is None:
+        return x, attention_mask, 0
+    out = prefix(x)
+    n = out.size(1) - x.size(1)
+    if attention_mask is not None:
+        attention_mask = torch.cat((attention_mask.new_ones(x.size(0), n), attention_mask), dim=1)
+    return out, attention_mask, n
+
+
 def attention_bias(
     padding_mask: torch.Tensor | None,
     causal: bool,
@@ -193,11 +213,11 @@ class Attention(nn.Module):
         self.dropout, self.scale = config.dropout, config.attn_scale
         q_dim, kv_dim = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
         if cross:
-            self.q = nn.Linear(config.n_embd, q_dim, bias=config.bias)
-            self.kv = nn.Linear(config.n_embd, 2 * kv_dim, bias=config.bias)
+            self.q = nn.Linear(config.n_embd, q_dim, bias=config.qkv_bias)
+            self.kv = nn.Linear(config.n_embd, 2 * kv_dim, bias=config.qkv_bias)
         else:
-            self.qkv = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.bias)
-        self.proj = nn.Linear(q_dim, config.n_embd, bias=config.bias)
+            self.qkv = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(q_dim, config.n_embd, bias=config.attn_bias)
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return x.view(x.size(0), x.size(1), n, self.head_dim).transpose(1, 2)

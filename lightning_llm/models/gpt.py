@@ -15,6 +15,7 @@ from lightning_llm.models.blocks import (
     build_norm,
     generate_tokens,
     init_weights,
+    prepend_prefix,
 )
 
 
@@ -37,6 +38,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, causal=True, rope=rope) for _ in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends embeddings, outputs dropped
         init_weights(self, config.n_layer)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -53,23 +55,27 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_parameters(exclude_embeddings=True) + 12 * c.n_layer * c.n_embd * seq_len
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for every position; `attention_mask` (batch, time), 1 = real token, only for padded batches."""
-        t = input_ids.size(1)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final (normalised) hidden states (batch, time, n_embd); `attention_mask` 1 = real token."""
+        x, attention_mask, n_prefix = prepend_prefix(self.prefix, self.wte(input_ids), attention_mask)
+        t = x.size(1)
         if t > self.config.block_size:
             raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
-        x = self.wte(input_ids)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(t, device=input_ids.device))
         x = self.drop(x)
         mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
         for block in self.blocks:
             x = block(x, mask)
-        return self.lm_head(self.norm_f(x))
+        return self.norm_f(x[:, n_prefix:])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits for every position; pass `attention_mask` only for padded batches."""
+        return self.lm_head(self.encode(input_ids, attention_mask))
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
         """Sample continuations of `input_ids` (batch, time): temperature (0 = greedy), top_k, top_p,
         eos_id, generator."""
-        window = self.config.block_size
+        window = self.config.block_size - getattr(self.prefix, "length", 0)
         return generate_tokens(lambda ids: self(ids[:, -window:])[:, -1], input_ids, max_new_tokens, **sampling)

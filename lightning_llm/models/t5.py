@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.models.blocks import (
@@ -15,6 +16,7 @@ from lightning_llm.models.blocks import (
     build_norm,
     generate_tokens,
     init_weights,
+    prepend_prefix,
 )
 
 T5_DEFAULTS = dict(norm="rmsnorm", norm_eps=1e-6, positions="relative", activation="relu", attn_scale=1.0, bias=False)
@@ -39,15 +41,20 @@ class T5(nn.Module):
         self.encoder_norm, self.decoder_norm = build_norm(config), build_norm(config)
         self.drop = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends encoder embeddings
         init_weights(self, config.n_layer + config.n_decoder_layer)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
-        t = input_ids.size(1)
+        """Encoder hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding.
+
+        With a prefix (prompt tuning) the states include the prefix positions, which the decoder attends to.
+        """
+        x, attention_mask, _ = prepend_prefix(self.prefix, self.wte(input_ids), attention_mask)
+        t = x.size(1)
         mask = attention_bias(attention_mask, causal=False, q_len=t, k_len=t, bias=self.encoder_bias(t, t))
-        x = self.drop(self.wte(input_ids))
+        x = self.drop(x)
         for block in self.encoder:
             x = block(x, mask)
         return self.drop(self.encoder_norm(x))
@@ -60,6 +67,8 @@ class T5(nn.Module):
     ) -> torch.Tensor:
         """Decoder logits given the encoder output `memory` and the encoder's padding mask."""
         t, s = decoder_input_ids.size(1), memory.size(1)
+        if attention_mask is not None and attention_mask.size(1) < s:  # memory has prefix positions first
+            attention_mask = F.pad(attention_mask, (s - attention_mask.size(1), 0), value=1)
         self_mask = attention_bias(None, causal=True, q_len=t, k_len=t, bias=self.decoder_bias(t, t))
         cross_mask = None if attention_mask is None else attention_bias(attention_mask, False, t, s)
         x = self.drop(self.wte(decoder_input_ids))

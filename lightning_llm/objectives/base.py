@@ -44,6 +44,12 @@ class Objective:
         """Called once the tokenizer exists, so collation can use its special ids."""
         self.tokenizer = tokenizer
 
+    def bind_labels(self, labels: list[str] | None) -> None:
+        """Called by a supervised datamodule with the task's class names (None for generation tasks)."""
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Called once the model exists, before weights load: e.g. attach a task head, note the family."""
+
     @property
     def first_regular_id(self) -> int:
         """The lowest id of an ordinary (non-special) token."""

@@ -1,0 +1,165 @@
+"""Supervised tasks: rows of (prompt, response) or (text, label) from a table, rendered through a template,
+tokenized once (cached by `datasets`) and padded per batch by the objective."""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from lightning_llm.data.datamodule import fixed_batches, load_rows, resolve_tokenizer, split_train_val
+from lightning_llm.data.tokenizer import Tokenizer
+from lightning_llm.errors import ConfigError
+from lightning_llm.objectives import Objective
+
+
+def template_fields(template: str) -> list[str]:
+    """The `{column}` names a prompt template uses."""
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+class SupervisedDataModule(pl.LightningDataModule):
+    """Examples for instruction tuning / seq2seq (`response_column`) or classification (`label_column`)."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        tokenizer: dict[str, Any] | Tokenizer,
+        path: str,
+        prompt_template: str,
+        response_column: str | None = None,
+        label_column: str | None = None,
+        labels: list[str] | None = None,
+        max_labels: int | None = None,
+        name: str | None = None,
+        split: str = "train",
+        block_size: int = 256,
+        batch_size: int = 16,
+        val_fraction: float = 0.1,
+        split_seed: int = 1234,
+        max_examples: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str = ".cache/lightning-llm",
+    ) -> None:
+        super().__init__()
+        if (response_column is None) == (label_column is None):
+            raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
+        self.objective, self.tokenizer_config = objective, tokenizer
+        self.path, self.name, self.split = str(path), name, split
+        self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column
+        self.labels, self.max_labels = list(labels) if labels else None, max_labels
+        self.block_size, self.batch_size = block_size, batch_size
+        self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
+        self.num_workers, self.cache_dir = num_workers, Path(cache_dir)
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_path: Path | None = None
+        self.tokenizer_trained: bool | None = None
+        self.stats: dict[str, Any] = {}
+        self._examples: dict[str, Any] = {}
+        self._val_batches: list | None = None
+
+    def _rows(self):
+        ds = load_rows(self.path, self.name, self.split, self.cache_dir)
+        needed = template_fields(self.prompt_template)
+        for field in needed:
+            if field not in ds.column_names:
+                raise ConfigError(
+                    f"data.prompt_template uses {{{field}}}, which is not a column of {self.path!r}: "
+                    f"its columns are {ds.column_names}"
+                )
+        target = self.response_column or self.label_column
+        if target not in ds.column_names:
+            key = "data.response_column" if self.response_column else "data.label_column"
+            raise ConfigError(f"{key}={target!r} is not a column of {self.path!r}: its columns are {ds.column_names}")
+        ds = ds.select_columns(list(dict.fromkeys([*needed, target])))
+        if self.label_column:
+            ds = self._keep_labels(ds)
+        if self.max_examples:
+            ds = ds.select(range(min(self.max_examples, len(ds))))
+        return ds
+
+    def _keep_labels(self, ds):
+        counts = Counter(str(v) for v in ds[self.label_column])
+        if self.labels is None:  # the most frequent classes (ties by name), or all of them
+            ranked = sorted(counts, key=lambda label: (-counts[label], label))
+            self.labels = sorted(ranked[: self.max_labels] if self.max_labels else ranked)
+        unknown = [label for label in self.labels if label not in counts]
+        if unknown:
+            raise ConfigError(f"data.labels has {unknown[0]!r}, which never occurs in column {self.label_column!r}")
+        keep = set(self.labels)
+        return ds.filter(lambda batch: [str(v) in keep for v in batch[self.label_column]], batched=True)
+
+    def prepare_data(self) -> None:
+        """Load, render, split, get the tokenizer, tokenize. Cached; safe to call twice."""
+        if self._examples:
+            return
+        template, response, label = self.prompt_template, self.response_column, self.label_column
+        rows = self._rows()
+        index = {name: i for i, name in enumerate(self.labels or [])}
+
+        def render(batch: dict[str, list]) -> dict[str, list]:
+            n = len(next(iter(batch.values())))
+            prompts = [template.format(**{k: batch[k][i] for k in batch}) for i in range(n)]
+            if response:
+                return {"prompt": prompts, "response": [str(r) for r in batch[response]]}
+            return {"prompt": prompts, "label": [index[str(v)] for v in batch[label]]}
+
+        rendered = rows.map(render, batched=True, remove_columns=rows.column_names, desc="render")
+        train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
+        texts = list(train["prompt"]) + (list(train["response"]) if response else [])
+        self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
+            self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
+        )
+        self.objective.bind_tokenizer(self.tokenizer)
+        self.objective.bind_labels(self.labels)
+        key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
+        self._examples = {"train": self._tokenize(train, key), "val": self._tokenize(val, key)}
+        self.stats = {
+            "examples": {name: len(part) for name, part in self._examples.items()},
+            "vocab_size": self.tokenizer.vocab_size,
+            "labels": self.labels,
+            "prompt_tokens_mean": round(sum(map(len, self._examples["train"]["prompt_ids"])) / len(train), 1),
+        }
+
+    def _tokenize(self, part, tokenizer_key: str):
+        tokenizer = self.tokenizer
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            out = {"prompt_ids": tokenizer.encode_batch(batch["prompt"])}
+            if "response" in batch:
+                out["response_ids"] = tokenizer.encode_batch(batch["response"])
+            return out
+
+        fingerprint = hashlib.sha256(f"{part._fingerprint}-{tokenizer_key}".encode()).hexdigest()[:32]
+        return part.map(
+            encode,
+            batched=True,
+            remove_columns=["prompt", "response"] if "response" in part.column_names else ["prompt"],
+            new_fingerprint=fingerprint,
+            desc="tokenize",
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._examples["train"],
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.objective.collate,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self._val_batches is None:
+            self._val_batches = fixed_batches(
+                self._examples["val"], self.objective.collate, self.batch_size, self.split_seed
+            )
+        return DataLoader(self._val_batches, batch_size=None, shuffle=False)

@@ -1,0 +1,92 @@
+"""The fine-tuning interface: a method transforms a model and says which of its weights train.
+
+Every method is one small module with the same four verbs (as NeMo's `peft_scheme` switch):
+`apply` (transform + freeze), `trainable_state_dict` (what a checkpoint must keep), `load_trainable`
+and `merge` (fold the trained part into plain weights, where that makes sense).
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+
+import torch
+from torch import nn
+
+from lightning_llm.errors import ConfigError
+
+#: Modules added for a downstream task (e.g. a classification head) train under every method.
+TASK_HEAD = "task_head"
+
+
+class FinetuneMethod:
+    """Base: pretraining from scratch or continued pretraining; nothing is frozen or added."""
+
+    name = "none"
+    #: Whether checkpoints keep only the trained weights (plus a reference to the base checkpoint).
+    saves_trainable_only = False
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Transform `model` in place (add modules, freeze weights) and return it."""
+        return model
+
+    def trainable_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The weights this method trains, by state-dict key."""
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        return {k: v for k, v in model.state_dict().items() if k in trainable}
+
+    def load_trainable(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Load weights saved by `trainable_state_dict` into an applied model."""
+        missing = set(self.trainable_state_dict(model)) - set(state)
+        if missing:
+            raise ConfigError(
+                f"the checkpoint lacks {len(missing)} trained weights of finetune={self.name}, "
+                f"e.g. {sorted(missing)[0]}: was it written by another finetune method?"
+            )
+        model.load_state_dict(state, strict=False)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold added weights into the base so the model is plain again (a no-op unless the method adds any)."""
+        return model
+
+
+def freeze_all_but_task_head(model: nn.Module) -> None:
+    """Freeze every weight except those of a task head (see TASK_HEAD)."""
+    for name, param in model.named_parameters():
+        param.requires_grad = name.split(".")[0] == TASK_HEAD
+
+
+def matching_linears(model: nn.Module, patterns: list[str]) -> list[tuple[str, nn.Linear]]:
+    """Linear layers whose qualified name matches any glob pattern (e.g. `*attn.qkv`), task heads excluded."""
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and not name.startswith(TASK_HEAD)
+        and any(fnmatch(name, pattern) for pattern in patterns)
+    ]
+    if not found:
+        raise ConfigError(
+            f"finetune.target_modules={patterns} matches no linear layer of this {type(model).__name__}: "
+            "use patterns such as '*attn.qkv' or '*mlp.fc'"
+        )
+    return found
+
+
+def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    """Swap the submodule at `qualified_name` (dotted path) for `new`."""
+    parent_name, _, child = qualified_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def count_parameters(model: nn.Module) -> dict[str, float]:
+    """Total and trainable parameter counts (tied weights once) and the trainable share in percent."""
+    params = list(model.parameters())
+    total = sum(_numel(p) for p in params)
+    trainable = sum(_numel(p) for p in params if p.requires_grad)
+    return {"total": total, "trainable": trainable, "trainable_percent": round(100 * trainable / max(1, total), 4)}
+
+
+def _numel(param: torch.Tensor) -> int:
+    """Logical element count: a 4-bit packed weight counts its unpacked elements."""
+    quant_state = getattr(param, "quant_state", None)
+    return int(torch.Size(quant_state.shape).numel()) if quant_state is not None else param.numel()

@@ -1,0 +1,221 @@
+"""Fine-tuning methods: exactly the intended weights train, frozen ones stay bit-identical, the loss falls,
+PEFT checkpoints are small, resume and merge; every method composes with every architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, read_checkpoint
+from lightning_llm.errors import ConfigError
+from lightning_llm.finetune import TASK_HEAD, Adapter, Freeze, LoRA, PromptTuning, QLoRA, count_parameters
+from lightning_llm.finetune.freeze import select_layers
+from lightning_llm.finetune.merge import merge_checkpoint
+from lightning_llm.run import run_experiment, train
+
+from .conftest import TINY, compose_config
+
+METHODS = ["full", "freeze", "lora", "qlora", "adapter", "prompt"]
+PRETRAIN = {"gpt": "clm", "bert": "mlm", "t5": "span"}
+# a fine-tuning run on the embedded tasks: short examples, few steps
+TASK = {
+    "gpt": ["objective=sft", "data=stdlib_summaries", "data.max_examples=600"],
+    "t5": ["objective=sft", "data=stdlib_summaries", "data.max_examples=600"],
+    "bert": ["objective=classify", "data=stdlib_modules"],
+}
+FINETUNE_STEPS = ["trainer.max_steps=40", "trainer.val_check_interval=20", "forgetting.batches=2"]
+
+
+@pytest.fixture(scope="session")
+def base_checkpoints(tmp_path_factory, cache_dir):
+    """A tiny pretrained checkpoint per family (30 steps on the pydoc topics)."""
+    out = {}
+    for family, objective in PRETRAIN.items():
+        run = tmp_path_factory.mktemp(f"base-{family}")
+        overrides = [*TINY, f"model={family}", f"objective={objective}", "trainer.max_steps=30", "~callbacks.sample"]
+        train(compose_config(overrides, run, cache_dir))
+        out[family] = run / "checkpoints" / "last.ckpt"
+    return out
+
+
+def _fresh(base_checkpoints, family: str):
+    pretrained = load_pretrained(base_checkpoints[family])
+    model = build_model(family, pretrained.config, pretrained.state_dict)
+    load_weights(model, pretrained.state_dict, "test")
+    return model
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+def test_exactly_the_intended_parameters_train(base_checkpoints, family):
+    n_embd, n_layer = 64, 2
+    stacks = 2 if family == "t5" else 1
+    total = count_parameters(_fresh(base_checkpoints, family))["total"]
+
+    lora = LoRA(rank=4, target_modules=["*attn.qkv"]).apply(_fresh(base_checkpoints, family))
+    qkv = [m for n, m in lora.named_modules() if n.endswith("attn.qkv")]
+    assert len(qkv) == n_layer * stacks
+    expected = sum(4 * (m.base.in_features + m.base.out_features) for m in qkv)
+    assert count_parameters(lora)["trainable"] == expected
+    assert all(n.endswith(("lora_a", "lora_b")) for n, p in lora.named_parameters() if p.requires_grad)
+
+    adapter = Adapter(size=8).apply(_fresh(base_checkpoints, family))
+    sublayers = n_layer * (2 if family != "t5" else 2 + 3)  # t5 decoder blocks add cross-attention
+    assert count_parameters(adapter)["trainable"] == sublayers * (2 * 8 * n_embd + 8 + n_embd)
+
+    prompt = PromptTuning(num_virtual_tokens=5).apply(_fresh(base_checkpoints, family))
+    assert count_parameters(prompt)["trainable"] == 5 * n_embd
+
+    frozen = Freeze(layers="last:1").apply(_fresh(base_checkpoints, family))
+    block_params = sum(
+        p.numel()
+        for s in ("blocks", "encoder", "decoder")
+        if hasattr(frozen, s)
+        for p in getattr(frozen, s)[-1].parameters()
+    )
+    assert count_parameters(frozen)["trainable"] == block_params
+    assert count_parameters(frozen)["total"] == total
+
+
+def test_layer_selection():
+    assert select_layers("last:2", 6) == [4, 5]
+    assert select_layers("first:2", 6) == [0, 1]
+    assert select_layers("middle:2", 6) == [2, 3]
+    assert select_layers([0, -1], 6) == [0, 5]
+    with pytest.raises(ConfigError, match="finetune.layers="):
+        select_layers("last:9", 6)
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+def test_lora_merge_gives_the_same_logits(base_checkpoints, family):
+    torch.manual_seed(0)
+    model = LoRA(rank=4).apply(_fresh(base_checkpoints, family)).eval()
+    for name, param in model.named_parameters():
+        if name.endswith("lora_b"):
+            torch.nn.init.normal_(param, std=0.05)  # a trained-looking update
+    ids = torch.randint(5, 100, (2, 16))
+    run = (lambda m: m(ids, ids[:, :6])) if family == "t5" else (lambda m: m(ids))
+    before = run(model)
+    merged = LoRA(rank=4).merge(model)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(run(merged), before, atol=1e-5, rtol=0)
+
+
+def test_qlora_stores_base_weights_in_4_bits(base_checkpoints):
+    import bitsandbytes as bnb
+
+    model = QLoRA(rank=4).apply(_fresh(base_checkpoints, "gpt"))
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 4  # qkv, proj, mlp.fc, mlp.proj per block
+    for layer in quantized:
+        assert layer.weight.dtype == torch.uint8
+        assert layer.weight.numel() * 2 == layer.in_features * layer.out_features  # two weights a byte
+    logits = model(torch.randint(5, 100, (1, 8)))
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_gpt_on_the_summary_task(base_checkpoints, cache_dir, tmp_path, method):
+    base = base_checkpoints["gpt"]
+    cfg = compose_config(
+        [*TINY, f"model.pretrained={base}", f"finetune={method}", *TASK["gpt"], *FINETUNE_STEPS], tmp_path, cache_dir
+    )
+    results, module = run_experiment(cfg)
+    start, end = results["val_start"]["val/loss"], results["metrics"]["val/loss"]
+    assert end < start, (method, start, end)
+    assert set(results["forgetting"]) == {"before", "after"}
+    base_state = load_pretrained(base).state_dict
+    trained = module.model.state_dict()
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    unchanged = [k for k, v in base_state.items() if k in trained and torch.equal(trained[k], v)]
+    if method == "full":
+        assert len(unchanged) < len(base_state) // 4
+    else:  # every frozen base weight is bit-identical after training (QLoRA's 4-bit copies aside)
+        frozen = [k for k in base_state if k in trained and k not in trainable and trained[k].dtype != torch.uint8]
+        assert frozen and set(frozen) <= set(unchanged), method
+    if method == "prompt":
+        assert trainable == {"prefix.embeddings"}
+
+
+@pytest.mark.parametrize(
+    ("family", "method"), [("bert", "lora"), ("bert", "freeze"), ("t5", "lora"), ("t5", "adapter")]
+)
+def test_method_trains_bert_and_t5_tasks(base_checkpoints, cache_dir, tmp_path, family, method):
+    cfg = compose_config(
+        [
+            *TINY,
+            f"model={family}",
+            f"model.pretrained={base_checkpoints[family]}",
+            f"finetune={method}",
+            *TASK[family],
+            *FINETUNE_STEPS,
+            "optimizer.lr=3e-3",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    results = train(cfg)
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+    if family == "bert":
+        assert results["data"]["labels"] and len(results["data"]["labels"]) == 8
+        assert "val/f1_macro" in results["metrics"]
+
+
+def test_peft_checkpoint_is_small_resumes_and_merges(base_checkpoints, cache_dir, tmp_path):
+    base = base_checkpoints["gpt"]
+    common = [*TINY, f"model.pretrained={base}", "finetune=lora", *TASK["gpt"], "forgetting.enabled=false"]
+    results, module = run_experiment(
+        compose_config([*common, "trainer.max_steps=20", "trainer.val_check_interval=10"], tmp_path / "a", cache_dir)
+    )
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    checkpoint = read_checkpoint(last)
+    assert all("lora_" in k for k in checkpoint["state_dict"])
+    assert last.stat().st_size < base.stat().st_size / 3
+    assert checkpoint["base_checkpoint"] == str(base.resolve())
+
+    # resume: continues from step 20 with the small checkpoint
+    resumed = train(
+        compose_config(
+            [*common, "trainer.max_steps=30", "trainer.val_check_interval=10", f"ckpt_path={last}"],
+            tmp_path / "b",
+            cache_dir,
+        )
+    )
+    assert resumed["steps"] == 30
+
+    # merge: a full checkpoint whose logits equal the fine-tuned model's
+    merged_path = merge_checkpoint(last, tmp_path / "merged.ckpt")
+    merged = load_pretrained(merged_path)
+    assert not any("lora" in k for k in merged.state_dict)
+    model = build_model("gpt", merged.config, merged.state_dict)
+    load_weights(model, merged.state_dict, "merged")
+    ids = torch.randint(5, 100, (2, 16))
+    torch.testing.assert_close(model.eval()(ids), module.model.eval()(ids), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="exists"):
+        merge_checkpoint(last, merged_path)
+
+
+def test_pretrained_errors(base_checkpoints, cache_dir, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(compose_config([*TINY, "model.pretrained=nope.ckpt"], tmp_path, cache_dir))
+    with pytest.raises(ConfigError, match="is a 'gpt' checkpoint but the model group builds 'bert'"):
+        train(
+            compose_config(
+                [*TINY, "model=bert", "objective=mlm", f"model.pretrained={base_checkpoints['gpt']}"],
+                tmp_path,
+                cache_dir,
+            )
+        )
+
+
+def test_task_head_trains_under_every_method(base_checkpoints):
+    from lightning_llm.objectives import SequenceClassification
+
+    for method in (Freeze(layers=[]), LoRA(), Adapter(), PromptTuning()):
+        model = _fresh(base_checkpoints, "bert")
+        objective = SequenceClassification()
+        objective.bind_labels(["a", "b", "c"])
+        objective.prepare_model(model)
+        method.apply(model)
+        assert all(p.requires_grad for p in getattr(model, TASK_HEAD).parameters())
+    assert instantiate({"_target_": "lightning_llm.finetune.Full"}).name == "full"
