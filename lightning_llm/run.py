@@ -97,10 +97,14 @@ def adopt_pretrained(cfg: DictConfig) -> Pretrained | None:
     return pretrained
 
 
+def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> nn.Module:
+    """The model group's model (`pretrained` is the loader's key, not the model's)."""
+    return instantiate({k: v for k, v in model_cfg.items() if k != "pretrained"}, vocab_size=vocab_size)
+
+
 def build_model(cfg: DictConfig, vocab_size: int, objective: Objective, pretrained: Pretrained | None) -> nn.Module:
     """The model group's model, the objective's task head, the pretrained weights, in that order."""
-    model_cfg = {k: v for k, v in cfg.model.items() if k != "pretrained"}
-    model = instantiate(model_cfg, vocab_size=vocab_size)
+    model = instantiate_model(cfg.model, vocab_size)
     objective.prepare_model(model)
     if pretrained is not None:
         load_weights(model, pretrained.state_dict, pretrained.source)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from lightning_llm.cli import check_cli_overrides, group_options
 from lightning_llm.errors import ConfigError
-from lightning_llm.run import resolved_config
+from lightning_llm.run import instantiate_model, resolved_config
 
 from .conftest import CONFIG_DIR
 
@@ -28,14 +27,14 @@ def test_option_composes(make_cfg, group, option):
     container = resolved_config(cfg) if group != "data" or option != "text" else {"model": cfg.model}
     assert container["model"]["_target_"].startswith("lightning_llm.models")
     if group == "model":
-        model = instantiate(cfg.model, vocab_size=256)
+        model = instantiate_model(cfg.model, 256)
         ids = torch.zeros(1, 8, dtype=torch.long)
         logits = model(ids, ids[:, :5]) if model.family == "t5" else model(ids)
         assert logits.shape == (1, 5 if model.family == "t5" else 8, 256)
 
 
 def test_gpt2_small_has_124m_parameters(make_cfg):
-    model = instantiate(make_cfg("model=gpt2-small", tiny=False).model, vocab_size=50257)
+    model = instantiate_model(make_cfg("model=gpt2-small", tiny=False).model, 50257)
     assert 124_000_000 < model.num_parameters() < 124_600_000
 
 
