@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install train test test-full bench lint clean
+.PHONY: install train test test-full bench sweep lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# W&B sweep: `make sweep SWEEP=sweeps/gpt_lr.yaml` (needs `wandb login` and network)
+SWEEP ?= sweeps/gpt_lr.yaml
+sweep: $(STAMP)
+	WANDB_MODE=online $(VENV)/bin/wandb sweep --project lightning-llm $(SWEEP) 2>&1 | tee .sweep.log
+	WANDB_MODE=online $(VENV)/bin/wandb agent $$(grep -o 'wandb agent .*' .sweep.log | tail -1 | cut -d' ' -f3)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from lightning_llm.cli import check_cli_overrides, config_error_in
-from lightning_llm.errors import ConfigError
+from lightning_llm.cli import check_cli_overrides, user_error_in
+from lightning_llm.errors import LightningLLMError
 
 
-def fail(err: ConfigError) -> None:
-    """A user mistake: one line on stderr and exit code 2; nothing written so far is touched."""
+def fail(err: LightningLLMError) -> None:
+    """A user-facing error: one line on stderr and its exit code; nothing written so far is touched."""
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(err.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lightning_llm.run import train  # torch and Lightning load after the command line is checked
+    # torch and Lightning load only after the command line is checked
+    from lightning_llm.run import is_multirun, record_failure, train
 
     try:
         results = train(cfg)
     except Exception as err:
-        if (user_error := config_error_in(err)) is None:
+        if is_multirun():  # one failed trial is recorded and the sweep goes on
+            record_failure(cfg, err)
+            return math.nan
+        if (user_error := user_error_in(err)) is None:
             raise
         fail(user_error)
     return results["metrics"].get(cfg.optimized_metric)
@@ -33,6 +38,6 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         check_cli_overrides(sys.argv[1:])
-    except ConfigError as err:
+    except LightningLLMError as err:
         fail(err)
     main()

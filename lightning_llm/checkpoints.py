@@ -6,18 +6,32 @@ fine-tuning checkpoint that holds only trained weights plus a reference to its b
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
 from torch import nn
 
 from lightning_llm.data.tokenizer import Tokenizer, tokenizer_from_bytes
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import TASK_HEAD, FinetuneMethod
 from lightning_llm.models import BERT, GPT, T5, ModelConfig
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes that a crash cannot half-finish: write a temporary file, then rename it over the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": BERT, "t5": T5}
 MODEL_PREFIX = "model."

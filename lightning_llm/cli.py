@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from lightning_llm.errors import ConfigError
+from lightning_llm.errors import ConfigError, LightningLLMError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -42,10 +42,10 @@ def check_cli_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> 
                 )
 
 
-def config_error_in(err: BaseException) -> ConfigError | None:
-    """The ConfigError behind `err`, also when Hydra's instantiate wrapped it in its own exception."""
+def user_error_in(err: BaseException) -> LightningLLMError | None:
+    """The user-facing error behind `err`, also when Hydra's instantiate or Lightning wrapped it."""
     while err is not None:
-        if isinstance(err, ConfigError):
+        if isinstance(err, LightningLLMError):
             return err
         err = err.__cause__ or err.__context__
     return None

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -40,8 +44,33 @@ def wandb_online() -> bool:
     return _wandb_api_key_present() and _wandb_reachable()
 
 
-def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
-    """A WandbLogger that goes offline by itself with no API key or no network: it never prompts or hangs."""
+TAG_GROUPS = ("model", "objective", "finetune", "trainer", "precision")
+
+
+def wandb_logger(
+    save_dir: str,
+    offline: bool | None = None,
+    tags: list[str] | None = None,
+    group: str | None = None,
+    **kwargs: Any,
+) -> WandbLogger:
+    """A WandbLogger that goes offline by itself with no API key or no network (it never prompts or hangs).
+
+    Tagged with the chosen group options; the jobs of one multirun share a group (the sweep folder); and
+    the run id is kept in the run folder, so resuming a run continues the same W&B run.
+    """
     if offline is None:
         offline = not wandb_online()
-    return WandbLogger(offline=offline, **kwargs)
+    choices, sweep = {}, None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices = hydra_cfg.runtime.choices
+        sweep = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    tags = list(tags or []) + [f"{g}:{choices[g]}" for g in TAG_GROUPS if choices.get(g)]
+    id_file = Path(save_dir) / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+    id_file.parent.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(run_id)
+    return WandbLogger(
+        save_dir=save_dir, offline=offline, tags=tags, group=group or sweep, id=run_id, resume="allow", **kwargs
+    )

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lightning_llm.errors import TrainingDiverged
 from lightning_llm.finetune.base import FinetuneMethod
 from lightning_llm.objectives import Objective
 from lightning_llm.optim import parameter_groups
@@ -51,6 +52,11 @@ class LanguageModelModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.objective.forward(self.model, batch)
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(
+                f"train/loss is {out.loss.item()} at step {self.global_step}: the run stops here and the last "
+                "good checkpoint is kept; lower optimizer.lr, keep trainer.gradient_clip_val, or try bf16-mixed"
+            )
         self.tokens_seen += out.num_tokens * self.trainer.world_size
         self.log("train/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0))
         self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
@@ -76,6 +82,10 @@ class LanguageModelModule(pl.LightningModule):
             keep = {f"model.{k}" for k in self.finetune.trainable_state_dict(self.model)}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint.update(self.checkpoint_extras)
+        # the global RNG drives data masking/corruption: a resumed run continues the same random stream
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
         config = getattr(self.model, "config", None)
         checkpoint["model_family"] = getattr(self.model, "family", type(self.model).__name__.lower())
         checkpoint["model_config"] = config.to_dict() if config is not None else None
@@ -86,3 +96,8 @@ class LanguageModelModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        rng = checkpoint.get("rng_state", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -13,17 +14,20 @@ import hydra.utils
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lightning_llm.callbacks import SampleGeneration
+from lightning_llm.cli import user_error_in
 from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights, resolve_checkpoint_path
 from lightning_llm.config import check_config
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.finetune.forgetting import ForgettingProbe
 from lightning_llm.objectives import Objective
+from lightning_llm.provenance import provenance
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -46,6 +50,27 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
+
+
+def is_multirun() -> bool:
+    """Whether this process runs one job of a Hydra multirun (sweep)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """Write a failed trial's results.json (status, error) so the sweep summary reports it."""
+    err = user_error_in(err) or err
+    message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output_dir / "results.json", {"status": "failed", "error": message, **_hydra_info()})
+    print(f"trial failed ({output_dir}): {message}", file=sys.stderr)
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint `resume=auto` continues from: the run folder's last.ckpt, if there is one."""
+    path = output_dir / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
 
 
 def _hydra_info() -> dict[str, Any]:
@@ -123,6 +148,10 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(output_dir) if cfg.get("resume") == "auto" else None)
+    write_json_atomic(
+        output_dir / "provenance.json", provenance(output_dir, cfg.seed, _hydra_info().get("overrides", []))
+    )
     threads = set_num_threads(cfg.get("num_threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -160,7 +189,6 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
         "model": {"config": model.config.to_dict(), "pretrained": pretrained.source if pretrained else None},
         "parameters": count_parameters(model),
     }
-    ckpt_path = cfg.get("ckpt_path")
     if cfg.train:
         if probe is not None and not ckpt_path:
             results["forgetting"] = {"before": probe.measure(model)}

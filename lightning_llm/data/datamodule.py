@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
 from lightning_llm.data.tokenizer import Tokenizer, train_or_load_tokenizer
@@ -124,6 +125,43 @@ def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[st
             collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
             for start in range(0, len(examples), batch_size)
         ]
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch), so any epoch's order can be rebuilt after a crash;
+    `skip` drops the examples a resumed epoch already trained on (Lightning calls `set_epoch`)."""
+
+    def __init__(self, num_examples: int, seed: int) -> None:
+        self.num_examples, self.seed, self.epoch, self.skip = num_examples, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_examples, generator=generator)[self.skip :].tolist()
+        self.skip = 0
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+def train_loader(datamodule: pl.LightningDataModule, dataset: Dataset, collate) -> DataLoader:
+    """The shuffled training loader; on a resumed fit it continues the interrupted epoch where it stopped."""
+    sampler = ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
+    trainer = datamodule.trainer
+    if trainer is not None:
+        sampler.set_epoch(trainer.current_epoch)
+        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed * datamodule.batch_size
+    return DataLoader(
+        dataset,
+        batch_size=datamodule.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=datamodule.num_workers,
+    )
 
 
 class PackedBlocks(Dataset):
@@ -253,14 +291,7 @@ class TextDataModule(pl.LightningDataModule):
         return PackedBlocks(self._tokens[split], length, stride)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._dataset("train"),
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=self.objective.collate,
-            num_workers=self.num_workers,
-        )
+        return train_loader(self, self._dataset("train"), self.objective.collate)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches are collated once under a fixed seed, so random masks or spans are the same

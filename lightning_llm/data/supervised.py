@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from lightning_llm.data.datamodule import fixed_batches, load_rows, resolve_tokenizer, split_train_val
+from lightning_llm.data.datamodule import fixed_batches, load_rows, resolve_tokenizer, split_train_val, train_loader
 from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.objectives import Objective
@@ -148,14 +148,7 @@ class SupervisedDataModule(pl.LightningDataModule):
         self.prepare_data()
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._examples["train"],
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=self.objective.collate,
-            num_workers=self.num_workers,
-        )
+        return train_loader(self, self._examples["train"], self.objective.collate)
 
     def val_dataloader(self) -> DataLoader:
         if self._val_batches is None:
