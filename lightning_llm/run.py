@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lightning_llm.callbacks import SampleGeneration
-from lightning_llm.cli import user_error_in
 from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights, resolve_checkpoint_path
+from lightning_llm.cli import user_error_in
 from lightning_llm.config import check_config
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import FinetuneMethod, count_parameters
