@@ -1,7 +1,8 @@
 """Reading pretrained weights: one function turns `model.pretrained` into (family, config, weights, tokenizer).
 
-Accepted: a checkpoint written by one of our runs (`.ckpt`), a run folder (its checkpoints/last.ckpt), or a
-fine-tuning checkpoint that holds only trained weights plus a reference to its base (merged on load).
+Accepted: a checkpoint written by one of our runs (`.ckpt`), a run folder (its checkpoints/last.ckpt), a
+fine-tuning checkpoint that holds only trained weights plus a reference to its base (merged on load), or a
+Hugging Face model folder / hub id (GPT-2, Llama-family, BERT, T5; converted by `lightning_llm.interop`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch import nn
 
-from lightning_llm.data.tokenizer import Tokenizer, tokenizer_from_bytes
+from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import TASK_HEAD, FinetuneMethod
-from lightning_llm.models import BERT, GPT, T5, ModelConfig
+from lightning_llm.interop.checkpoint import resolve_folder
+from lightning_llm.interop.hf import load_hf_model
+from lightning_llm.interop.tokenizer import HFTokenizer, load_tokenizer_bytes
+from lightning_llm.models import MODEL_CLASSES, ModelConfig
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,7 +37,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": BERT, "t5": T5}
 MODEL_PREFIX = "model."
 
 
@@ -61,7 +64,10 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load one of our checkpoints onto the CPU, checking it describes its model."""
     p = resolve_checkpoint_path(path)
-    checkpoint = torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"cannot read {p}: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
     if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
         raise ConfigError(f"model.pretrained={str(p)!r} is not a lightning-llm checkpoint (it has no model_config)")
     return checkpoint
@@ -90,12 +96,31 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     model.load_state_dict(state_dict, strict=False)
 
 
+def is_hf_source(path: str | Path) -> bool:
+    """A Hugging Face model folder (config.json inside), or a name that is no local path (a hub id)."""
+    p = Path(path).expanduser()
+    return (p / "config.json").is_file() or (not p.exists() and p.suffix != ".ckpt" and not str(path).startswith("."))
+
+
+def load_hf_pretrained(path: str | Path) -> Pretrained:
+    """A Hugging Face checkpoint as our model's weights, with its tokenizer when the folder has one."""
+    folder = resolve_folder(path)
+    model, _ = load_hf_model(folder)
+    try:
+        tokenizer = HFTokenizer.from_pretrained(folder)
+    except ConfigError:
+        tokenizer = None
+    return Pretrained(model.family, model.config.to_dict(), model.state_dict(), tokenizer, str(path))
+
+
 def load_pretrained(path: str | Path) -> Pretrained:
     """Resolve `model.pretrained`; a fine-tuning checkpoint is merged into its base on the way."""
+    if is_hf_source(path) and not (Path(path) / "checkpoints").is_dir():
+        return load_hf_pretrained(path)
     checkpoint = read_checkpoint(path)
     family, config = checkpoint["model_family"], checkpoint["model_config"]
     state = {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    tokenizer = tokenizer_from_bytes(checkpoint["tokenizer"]) if checkpoint.get("tokenizer") else None
+    tokenizer = load_tokenizer_bytes(checkpoint["tokenizer"]) if checkpoint.get("tokenizer") else None
     base_path = checkpoint.get("base_checkpoint")
     if base_path:  # only the trained weights are here: rebuild base + method, then merge
         base = load_pretrained(base_path)

@@ -20,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lightning_llm.callbacks import SampleGeneration
-from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights, resolve_checkpoint_path
+from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights
 from lightning_llm.cli import user_error_in
 from lightning_llm.config import check_config
+from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.finetune.forgetting import ForgettingProbe
+from lightning_llm.interop.tokenizer import HFTokenizer
 from lightning_llm.objectives import Objective
 from lightning_llm.provenance import provenance
 
@@ -127,6 +129,17 @@ def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> nn.Module:
     return instantiate({k: v for k, v in model_cfg.items() if k != "pretrained"}, vocab_size=vocab_size)
 
 
+def tokenizer_from_config(cfg: DictConfig) -> dict[str, Any] | Tokenizer:
+    """`tokenizer=hf` loads a Hugging Face tokenizer (tokenizer.path, else model.pretrained); the other options
+    are settings for training one on the data."""
+    if cfg.tokenizer.type != "hf":
+        return OmegaConf.to_container(cfg.tokenizer)
+    path = cfg.tokenizer.get("path") or cfg.model.get("pretrained")
+    if not path:
+        raise ConfigError("tokenizer=hf needs tokenizer.path (a folder with tokenizer.json or spiece.model)")
+    return HFTokenizer.from_pretrained(path)
+
+
 def build_model(cfg: DictConfig, vocab_size: int, objective: Objective, pretrained: Pretrained | None) -> nn.Module:
     """The model group's model, the objective's task head, the pretrained weights, in that order."""
     model = instantiate_model(cfg.model, vocab_size)
@@ -156,7 +169,7 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     objective = instantiate(cfg.objective)
-    tokenizer = pretrained.tokenizer if pretrained and pretrained.tokenizer else OmegaConf.to_container(cfg.tokenizer)
+    tokenizer = pretrained.tokenizer if pretrained and pretrained.tokenizer else tokenizer_from_config(cfg)
     datamodule = instantiate(cfg.data, objective=objective, tokenizer=tokenizer)
     datamodule.prepare_data()  # the model's vocabulary size comes from the tokenizer
     model = build_model(cfg, datamodule.tokenizer.vocab_size, objective, pretrained)
@@ -165,7 +178,8 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
     _check_context(cfg, model)
     extras = {"finetune": OmegaConf.to_container(cfg.finetune)}
     if pretrained is not None and finetune.saves_trainable_only:
-        extras["base_checkpoint"] = str(resolve_checkpoint_path(pretrained.source).resolve())
+        source = Path(pretrained.source).expanduser()  # a local checkpoint or folder, or a hub id
+        extras["base_checkpoint"] = str(source.resolve()) if source.exists() else pretrained.source
     module = instantiate(cfg.module, model=model, objective=objective, finetune=finetune)
     module.checkpoint_extras = extras  # set after instantiate, which would build the `_target_` inside
     probe = _forgetting_probe(cfg, model, datamodule, pretrained, finetune)

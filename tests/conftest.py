@@ -91,3 +91,17 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def base_checkpoints(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, Path]:
+    """A tiny pretrained checkpoint per family (30 steps on the pydoc topics), for fine-tuning tests."""
+    from lightning_llm.run import train
+
+    out = {}
+    for family, objective in {"gpt": "clm", "bert": "mlm", "t5": "span"}.items():
+        run = tmp_path_factory.mktemp(f"base-{family}")
+        overrides = [*TINY, f"model={family}", f"objective={objective}", "trainer.max_steps=30", "~callbacks.sample"]
+        train(compose_config(overrides, run, cache_dir))
+        out[family] = run / "checkpoints" / "last.ckpt"
+    return out

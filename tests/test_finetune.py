@@ -17,7 +17,6 @@ from lightning_llm.run import run_experiment, train
 from .conftest import TINY, compose_config
 
 METHODS = ["full", "freeze", "lora", "qlora", "adapter", "prompt"]
-PRETRAIN = {"gpt": "clm", "bert": "mlm", "t5": "span"}
 # a fine-tuning run on the embedded tasks: short examples, few steps
 TASK = {
     "gpt": ["objective=sft", "data=stdlib_summaries", "data.max_examples=600"],
@@ -25,18 +24,6 @@ TASK = {
     "bert": ["objective=classify", "data=stdlib_modules"],
 }
 FINETUNE_STEPS = ["trainer.max_steps=40", "trainer.val_check_interval=20", "forgetting.batches=2"]
-
-
-@pytest.fixture(scope="session")
-def base_checkpoints(tmp_path_factory, cache_dir):
-    """A tiny pretrained checkpoint per family (30 steps on the pydoc topics)."""
-    out = {}
-    for family, objective in PRETRAIN.items():
-        run = tmp_path_factory.mktemp(f"base-{family}")
-        overrides = [*TINY, f"model={family}", f"objective={objective}", "trainer.max_steps=30", "~callbacks.sample"]
-        train(compose_config(overrides, run, cache_dir))
-        out[family] = run / "checkpoints" / "last.ckpt"
-    return out
 
 
 def _fresh(base_checkpoints, family: str):

@@ -14,7 +14,7 @@ from filelock import FileLock
 
 from lightning_llm.errors import ConfigError
 
-TOKENIZER_TYPES = ("bpe", "unigram", "char")
+TOKENIZER_TYPES = ("bpe", "unigram", "char", "hf")  # hf: loaded by lightning_llm.interop, never trained
 BASE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")  # ids 0..3 in every tokenizer
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
 
 MASK_TOKEN = "<mask>"
@@ -29,13 +30,24 @@ class MaskedLM(Objective):
     def special_tokens(self) -> tuple[str, ...]:
         return (MASK_TOKEN,)
 
+    def bind_tokenizer(self, tokenizer: Tokenizer) -> None:
+        super().bind_tokenizer(tokenizer)
+        ids = {
+            tokenizer.pad_id,
+            tokenizer.unk_id,
+            tokenizer.bos_id,
+            tokenizer.eos_id,
+            tokenizer.token_to_id(MASK_TOKEN),
+        }
+        self.special_ids = torch.tensor(sorted(i for i in ids if i is not None))
+
     def block_layout(self, block_size: int) -> tuple[int, int]:
         return block_size - 2, block_size - 2
 
     def mask(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels) for a batch of token ids; labels are IGNORE_INDEX where nothing was picked."""
         tok = self.tokenizer
-        special = tokens < self.first_regular_id  # pad, unk, bos, eos, <mask>
+        special = torch.isin(tokens, self.special_ids)
         picked = (torch.rand(tokens.shape) < self.mask_prob) & ~special
         labels = torch.where(picked, tokens, IGNORE_INDEX)
         decision = torch.rand(tokens.shape)
