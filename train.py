@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from lightning_llm.cli import check_cli_overrides, user_error_in
+from lightning_llm.cli import check_cli_overrides, ddp_child_argv, user_error_in
 from lightning_llm.errors import LightningLLMError
 
 
@@ -36,6 +37,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = ddp_child_argv(sys.argv, dict(os.environ))
     try:
         check_cli_overrides(sys.argv[1:])
     except LightningLLMError as err:

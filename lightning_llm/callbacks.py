@@ -9,7 +9,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 
 def _batch_size(batch: dict[str, torch.Tensor]) -> int:
@@ -62,9 +61,10 @@ class SampleGeneration(pl.Callback):
         model.train(was_training)
         return text
 
-    @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        text = self.generate(trainer, pl_module)
+        text = self.generate(trainer, pl_module)  # every rank: a sharded (FSDP) model needs them all
+        if not trainer.is_global_zero:
+            return
         step = trainer.global_step
         self.samples.append({"step": step, "prompt": self.prompt, "text": text})
         print(f"\n--- sample at step {step} ---\n{text}\n---")

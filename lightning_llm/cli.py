@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -49,3 +50,26 @@ def user_error_in(err: BaseException) -> LightningLLMError | None:
             return err
         err = err.__cause__ or err.__context__
     return None
+
+
+#: Set by a multirun job before Lightning starts its DDP processes: the job's overrides and output folder.
+DDP_JOB_ENV = "LIGHTNING_LLM_DDP_JOB"
+
+
+def ddp_child_argv(argv: list[str], env: dict[str, str]) -> list[str]:
+    """The command line of a DDP child process of a multirun job: that one job, in the job's folder.
+
+    Lightning starts children with the parent's own command line, which under `-m` would run the whole sweep
+    again into new folders (a known Hydra + Lightning trap). The job's overrides come from the environment.
+    """
+    job = env.get(DDP_JOB_ENV)
+    if env.get("LOCAL_RANK", "0") == "0" or not job:
+        return argv
+    spec = json.loads(job)
+    return [
+        argv[0],
+        *spec["overrides"],
+        f"hydra.run.dir={spec['output_dir']}",
+        "hydra.output_subdir=null",
+        "hydra.mode=RUN",
+    ]

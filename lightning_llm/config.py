@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import hydra.utils
@@ -51,6 +52,7 @@ def check_config(cfg: DictConfig) -> None:
             f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
         )
 
+    check_strategy(cfg)
     check_data_path(cfg.data.path)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
@@ -65,3 +67,29 @@ def _choice(cfg: DictConfig, group: str) -> str:
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices.get(group))
     return cfg[group]._target_.rsplit(".", 1)[-1]
+
+
+def _strategy_name(cfg: DictConfig) -> str:
+    strategy = cfg.trainer.get("strategy", "auto")
+    return strategy.get("_target_", "").rsplit(".", 1)[-1] if isinstance(strategy, DictConfig) else str(strategy)
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse strategy/hardware/method combinations that cannot run, saying what to use instead."""
+    strategy = _strategy_name(cfg)
+    finetune = cfg.finetune._target_.rsplit(".", 1)[-1] if cfg.get("finetune") else ""
+    if strategy.startswith("deepspeed"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.strategy={strategy} needs CUDA GPUs and this machine has none: use trainer=fsdp "
+                "(sharded, also on CPU) or trainer=ddp"
+            )
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"trainer.strategy={strategy} needs the deepspeed package: pip install deepspeed")
+    if strategy == "xla" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("trainer=xla needs torch_xla on a TPU host: pip install torch_xla[tpu], or use trainer=gpu")
+    if strategy == "ModelParallelStrategy" and finetune == "QLoRA":
+        raise ConfigError(
+            "finetune=qlora cannot run under trainer=fsdp: FSDP cannot shard bitsandbytes' packed 4-bit weights; "
+            "use trainer=ddp (QLoRA's base is already 4x smaller) or finetune=lora with trainer=fsdp"
+        )

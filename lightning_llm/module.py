@@ -43,6 +43,25 @@ class LanguageModelModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (trainer=fsdp): shard each transformer block, then the rest (FSDP2)."""
+        if self.device_mesh is None or getattr(self, "_sharded", False):
+            return
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        precision = str(self.trainer.precision)
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if (precision == "bf16-mixed")
+            else MixedPrecisionPolicy()
+        )
+        for name in ("blocks", "encoder", "decoder"):
+            for block in getattr(self.model, name, []):
+                fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(self.model, mesh=mesh, mp_policy=policy)
+        self._sharded = True
+
     def on_train_start(self) -> None:
         datamodule = self.trainer.datamodule
         flops_per_token = getattr(self.model, "flops_per_token", None)

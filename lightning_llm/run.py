@@ -21,7 +21,7 @@ from torch import nn
 
 from lightning_llm.callbacks import SampleGeneration
 from lightning_llm.checkpoints import Pretrained, load_pretrained, load_weights
-from lightning_llm.cli import user_error_in
+from lightning_llm.cli import DDP_JOB_ENV, user_error_in
 from lightning_llm.config import check_config
 from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
@@ -52,6 +52,15 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
+
+
+def replicas_in_sync(trainer: pl.Trainer, model: nn.Module) -> bool:
+    """Whether every data-parallel rank ends with the same weights (a checksum gathered from all ranks)."""
+    with torch.no_grad():
+        local = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
+        checksum = torch.stack([p.detach().double().sum() for p in local]).sum().reshape(1)
+    gathered = trainer.strategy.all_gather(checksum.to(trainer.strategy.root_device))
+    return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
 
 
 def is_multirun() -> bool:
@@ -124,9 +133,16 @@ def adopt_pretrained(cfg: DictConfig) -> Pretrained | None:
     return pretrained
 
 
+MODEL_SWITCHES = ("pretrained", "activation_checkpointing", "compile")  # model-group keys that are not architecture
+
+
 def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> nn.Module:
-    """The model group's model (`pretrained` is the loader's key, not the model's)."""
-    return instantiate({k: v for k, v in model_cfg.items() if k != "pretrained"}, vocab_size=vocab_size)
+    """The model group's model, with its memory and speed switches applied."""
+    model = instantiate({k: v for k, v in model_cfg.items() if k not in MODEL_SWITCHES}, vocab_size=vocab_size)
+    model.activation_checkpointing = bool(model_cfg.get("activation_checkpointing"))
+    if model_cfg.get("compile"):
+        model.compile()  # in place: parameter names (and so checkpoints) stay as they are
+    return model
 
 
 def tokenizer_from_config(cfg: DictConfig) -> dict[str, Any] | Tokenizer:
@@ -189,6 +205,9 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
         callbacks=instantiate_all(cfg.get("callbacks")),
         logger=instantiate_all(cfg.get("logger")),
     )
+    if is_multirun():  # DDP children of this job must run this job only (see cli.ddp_child_argv)
+        job = {"overrides": _hydra_info()["overrides"], "output_dir": str(output_dir)}
+        os.environ[DDP_JOB_ENV] = json.dumps(job)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved_config(cfg))
 
@@ -208,6 +227,10 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
             results["forgetting"] = {"before": probe.measure(model)}
         if cfg.get("validate_before_fit") and not ckpt_path:
             results["val_start"] = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+        if is_multirun():  # DDP children of this job must run this job only (see cli.ddp_child_argv)
+            os.environ[DDP_JOB_ENV] = json.dumps(
+                {"overrides": _hydra_info()["overrides"], "output_dir": str(output_dir)}
+            )
         tokens_before, fit_started = module.tokens_seen, time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
@@ -222,6 +245,8 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
         results.setdefault("forgetting", {})["after"] = after = probe.measure(model)
         for logger in trainer.loggers:
             logger.log_metrics({f"forgetting/{k}": v for k, v in after.items()}, step=trainer.global_step)
+    if trainer.world_size > 1:
+        results["replicas_in_sync"] = replicas_in_sync(trainer, model)
     results.update(
         status="completed",
         steps=trainer.global_step,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_cli
+from lightning_llm.errors import ConfigError
+from lightning_llm.run import train
+
+from .conftest import compose_config, run_cli
 
 FAST = ["trainer.max_steps=1", "paths.log_dir=logs", "hydra.run.dir=out"]
 
@@ -20,36 +23,45 @@ def _one_line_error(result, *needles: str) -> str:
     return error_lines[0]
 
 
+CASES = {
+    "missing-path": (["data=text", "data.path=./no/such/file.txt"], ["data.path='./no/such/file.txt' does not exist"]),
+    "block-size": (["data.block_size=4096"], ["data.block_size=4096", "model.block_size=128"]),
+    "tokenizer-type": (["tokenizer.type=wordpiece"], ["tokenizer.type='wordpiece'", "bpe"]),
+    "fp16-on-cpu": (["precision=16-mixed", "trainer=cpu"], ["precision=16-mixed", "bf16-mixed"]),
+    "missing-ckpt": (["ckpt_path=missing.ckpt"], ["ckpt_path='missing.ckpt' does not exist"]),
+    "bert+clm": (["model=bert"], ["objective=clm does not fit model family 'bert'", "objective=mlm"]),
+    "t5+mlm": (["model=t5", "objective=mlm"], ["objective=mlm does not fit model family 't5'", "objective=span"]),
+    "gpt+span": (["model=gpt", "objective=span"], ["objective=span does not fit model family 'gpt'", "objective=clm"]),
+    "deepspeed-on-cpu": (["trainer=deepspeed"], ["trainer.strategy=deepspeed_stage_2 needs CUDA GPUs", "trainer=fsdp"]),
+    "xla-without-tpu": (["trainer=xla"], ["trainer=xla needs torch_xla"]),
+    "qlora-under-fsdp": (["trainer=fsdp", "finetune=qlora"], ["finetune=qlora cannot run under trainer=fsdp"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_config_fails_fast(tmp_path, case):
+    """The run function raises one ConfigError naming the key, before any tokenizer or training work."""
+    overrides, needles = CASES[case]
+    cache = tmp_path / "cache"
+    cfg = compose_config([*overrides, "trainer.max_steps=1"], tmp_path / "out", cache)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    assert not (cache / "tokenizers").exists(), "no tokenizer work before the check"
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needles"),
-    [
-        (["model=gtp"], ["model=gtp", "gpt2-small"]),
-        (["data=text", "data.path=./no/such/file.txt"], ["data.path='./no/such/file.txt' does not exist"]),
-        (["data.block_size=4096"], ["data.block_size=4096", "model.block_size=128"]),
-        (["tokenizer.type=wordpiece"], ["tokenizer.type='wordpiece'", "bpe"]),
-        (["precision=16-mixed", "trainer=cpu"], ["precision=16-mixed", "bf16-mixed"]),
-        (["ckpt_path=missing.ckpt"], ["ckpt_path='missing.ckpt' does not exist"]),
-        (["model=bert"], ["objective=clm does not fit model family 'bert'", "objective=mlm"]),
-        (["model=t5", "objective=mlm"], ["objective=mlm does not fit model family 't5'", "objective=span"]),
-        (["model=gpt", "objective=span"], ["objective=span does not fit model family 'gpt'", "objective=clm"]),
-    ],
-    ids=[
-        "unknown-option",
-        "missing-path",
-        "block-size",
-        "tokenizer-type",
-        "fp16-on-cpu",
-        "missing-ckpt",
-        "bert+clm",
-        "t5+mlm",
-        "gpt+span",
-    ],
+    [(["model=gtp"], ["model=gtp", "gpt2-small"]), (["data.block_size=4096"], ["data.block_size=4096"])],
+    ids=["unknown-option", "config-check"],
 )
-def test_bad_config_fails_fast(tmp_path, cache_dir, args, needles):
-    result = run_cli(*args, *FAST, f"paths.cache_dir={cache_dir / 'errors'}", cwd=tmp_path)
+def test_cli_prints_one_line_and_exits_2(tmp_path, args, needles):
+    result = run_cli(*args, *FAST, "paths.cache_dir=cache", cwd=tmp_path)
     _one_line_error(result, *needles)
-    assert not (cache_dir / "errors" / "tokenizers").exists(), "no tokenizer work before the check"
-    assert not (tmp_path / "out" / "checkpoints").exists()
 
 
 def test_empty_corpus(tmp_path):

@@ -15,6 +15,7 @@ from lightning_llm.models.blocks import (
     build_norm,
     init_weights,
     prepend_prefix,
+    run_block,
 )
 
 BERT_DEFAULTS = dict(norm_position="post", activation="gelu", n_token_types=2, embed_norm=True, norm_eps=1e-12)
@@ -40,6 +41,7 @@ class BERT(nn.Module):
         self.mlm_norm = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
         self.pooler = nn.Linear(config.n_embd, config.n_embd)
+        self.activation_checkpointing = False  # set from the model config's memory switch
         self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends embeddings, outputs dropped
         init_weights(self, config.n_layer)
         if config.tie_embeddings:
@@ -65,7 +67,7 @@ class BERT(nn.Module):
         x = self.drop(x)
         mask = None if attention_mask is None else attention_bias(attention_mask, causal=False, q_len=t, k_len=t)
         for block in self.blocks:
-            x = block(x, mask)
+            x = run_block(block, self.activation_checkpointing, x, mask)
         x = x[:, n_prefix:]
         return x if self.norm_f is None else self.norm_f(x)
 

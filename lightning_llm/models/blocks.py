@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lightning_llm.errors import ConfigError
@@ -303,6 +304,13 @@ class Block(nn.Module):
         if self.cross_attn is not None:
             x = self._residual(x, lambda h: self.cross_attn(h, memory_mask, memory), self.norm_cross)
         return self._residual(x, self.mlp, self.norm_mlp)
+
+
+def run_block(block: nn.Module, checkpointing: bool, *args: torch.Tensor | None) -> torch.Tensor:
+    """Call a block; with activation checkpointing its activations are recomputed in backward, not stored."""
+    if checkpointing and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
 
 
 def init_weights(module: nn.Module, n_layer: int) -> None:

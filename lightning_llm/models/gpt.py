@@ -16,6 +16,7 @@ from lightning_llm.models.blocks import (
     generate_tokens,
     init_weights,
     prepend_prefix,
+    run_block,
 )
 
 
@@ -38,6 +39,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, causal=True, rope=rope) for _ in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.activation_checkpointing = False  # set from the model config's memory switch
         self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends embeddings, outputs dropped
         init_weights(self, config.n_layer)
         if config.tie_embeddings:
@@ -66,7 +68,7 @@ class GPT(nn.Module):
         x = self.drop(x)
         mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
         for block in self.blocks:
-            x = block(x, mask)
+            x = run_block(block, self.activation_checkpointing, x, mask)
         return self.norm_f(x[:, n_prefix:])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

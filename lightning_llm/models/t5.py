@@ -17,6 +17,7 @@ from lightning_llm.models.blocks import (
     generate_tokens,
     init_weights,
     prepend_prefix,
+    run_block,
 )
 
 T5_DEFAULTS = dict(norm="rmsnorm", norm_eps=1e-6, positions="relative", activation="relu", attn_scale=1.0, bias=False)
@@ -41,6 +42,7 @@ class T5(nn.Module):
         self.encoder_norm, self.decoder_norm = build_norm(config), build_norm(config)
         self.drop = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.activation_checkpointing = False  # set from the model config's memory switch
         self.prefix: nn.Module | None = None  # a seam for prompt tuning: prepends encoder embeddings
         init_weights(self, config.n_layer + config.n_decoder_layer)
         if config.tie_embeddings:
@@ -56,7 +58,7 @@ class T5(nn.Module):
         mask = attention_bias(attention_mask, causal=False, q_len=t, k_len=t, bias=self.encoder_bias(t, t))
         x = self.drop(x)
         for block in self.encoder:
-            x = block(x, mask)
+            x = run_block(block, self.activation_checkpointing, x, mask)
         return self.drop(self.encoder_norm(x))
 
     def decode(
@@ -73,7 +75,7 @@ class T5(nn.Module):
         cross_mask = None if attention_mask is None else attention_bias(attention_mask, False, t, s)
         x = self.drop(self.wte(decoder_input_ids))
         for block in self.decoder:
-            x = block(x, self_mask, memory, cross_mask)
+            x = run_block(block, self.activation_checkpointing, x, self_mask, memory, cross_mask)
         x = self.drop(self.decoder_norm(x))
         if self.config.tie_embeddings:
             x = x * self.config.n_embd**-0.5  # T5 rescales before a tied output projection
