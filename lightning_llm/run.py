@@ -25,6 +25,7 @@ from lightning_llm.cli import DDP_JOB_ENV, user_error_in
 from lightning_llm.config import check_config
 from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
+from lightning_llm.eval import build_suite, evaluate
 from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.finetune.forgetting import ForgettingProbe
 from lightning_llm.interop.tokenizer import HFTokenizer
@@ -175,6 +176,7 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
     started = time.perf_counter()
     pretrained = adopt_pretrained(cfg)
     check_config(cfg)
+    _, eval_tasks = build_suite(cfg.get("eval"))  # a mistake in the eval suite fails before training
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(output_dir) if cfg.get("resume") == "auto" else None)
@@ -247,6 +249,12 @@ def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]
             logger.log_metrics({f"forgetting/{k}": v for k, v in after.items()}, step=trainer.global_step)
     if trainer.world_size > 1:
         results["replicas_in_sync"] = replicas_in_sync(trainer, model)
+    if eval_tasks:
+        results["eval"] = evaluate(
+            cfg.eval, model, datamodule.tokenizer, model.family, output_dir, cfg.seed, datamodule.train_texts
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics(_eval_scalars(results["eval"]), step=trainer.global_step)
     results.update(
         status="completed",
         steps=trainer.global_step,
@@ -275,6 +283,18 @@ def _check_context(cfg: DictConfig, model: nn.Module) -> None:
             f"data.block_size={block} plus {prefix} virtual tokens exceeds model.block_size="
             f"{model.config.block_size}: set data.block_size={model.config.block_size - prefix}"
         )
+
+
+def _eval_scalars(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Numeric eval results as `eval/<task>/<metric>` for the loggers."""
+    out = {
+        f"eval/{task}/{name}": float(value)
+        for task, result in evaluation["tasks"].items()
+        for name, value in result.get("metrics", {}).items()
+        if isinstance(value, int | float)
+    }
+    out.update({f"eval/summary/{k}": float(v) for k, v in evaluation["summary"].items() if isinstance(v, int | float)})
+    return out
 
 
 def _forgetting_probe(

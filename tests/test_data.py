@@ -97,3 +97,41 @@ def test_local_text_and_jsonl_files(tmp_path, cache_dir):
         dm.prepare_data()
         assert dm.stats["documents"]["train"] + dm.stats["documents"]["val"] == 12
         assert dm.stats["characters"]["train"] + dm.stats["characters"]["val"] == sum(map(len, texts))
+
+
+def test_pipeline_runs_before_tokenization_and_reports(tmp_path, cache_dir):
+    words = [
+        "the",
+        "model",
+        "reads",
+        "text",
+        "and",
+        "learns",
+        "which",
+        "word",
+        "comes",
+        "next",
+        "in",
+        "a",
+        "sentence",
+        "of",
+        "plain",
+        "English",
+    ]
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(60)) + f" doc {i}" for i in range(20)]
+    texts += [texts[0], texts[1], "Write to alice@example.com or call +1 415 555 0100 about it. " * 10]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    dm = TextDataModule(
+        CausalLM(),
+        {"type": "char"},
+        path=str(tmp_path / "corpus.jsonl"),
+        block_size=16,
+        pipeline=["normalize", "pii", "dedup_exact"],
+        cache_dir=cache_dir,
+    )
+    dm.prepare_data()
+    report = {step["name"]: step for step in dm.stats["pipeline"]}
+    assert report["dedup_exact"]["documents_removed"] == 2
+    assert report["pii"]["details"]["email"] == 10
+    assert dm.stats["documents"]["train"] + dm.stats["documents"]["val"] == 21
+    assert all("alice@example.com" not in t for t in dm.train_texts)

@@ -92,3 +92,20 @@ def test_fast_dev_run_with_char_tokenizer(make_cfg):
     results = train(make_cfg("debug=fdr", "tokenizer=char"))
     assert results["steps"] == 1
     assert results["data"]["vocab_size"] < 200
+
+
+def test_eval_suite_runs_after_training(make_cfg):
+    results = train(
+        make_cfg(
+            "eval=offline",
+            "eval.limit=8",
+            "eval.tasks.memorization.prefix_tokens=16",
+            "eval.tasks.memorization.suffix_tokens=8",
+            "trainer.max_steps=5",
+            "validate_before_fit=false",
+        )
+    )
+    tasks = results["eval"]["tasks"]
+    assert tasks and all(t["status"] in ("ok", "skipped") for t in tasks.values()), tasks
+    assert "perplexity" in tasks and tasks["perplexity"]["metrics"]["bits_per_byte"] > 0
+    assert "summary" in results["eval"]

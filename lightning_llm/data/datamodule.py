@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.data.pipeline import apply_pipeline
 from lightning_llm.data.tokenizer import Tokenizer, train_or_load_tokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.objectives import Objective
@@ -81,6 +83,17 @@ def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "da
     ds = ds.select_columns(list(dict.fromkeys(columns.values())))
     renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
     return ds.rename_columns(renames) if renames else ds
+
+
+def read_texts(path: str) -> list[str]:
+    """Texts of a local .txt (one per line) or .jsonl file (every string value of every row)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"data.decontaminate_paths has {path!r}, which does not exist")
+    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.suffix not in (".jsonl", ".json"):
+        return lines
+    return [v for row in map(json.loads, lines) for v in row.values() if isinstance(v, str)]
 
 
 def split_train_val(ds, val_fraction: float, seed: int, path: str):
@@ -196,6 +209,9 @@ class TextDataModule(pl.LightningDataModule):
         val_fraction: float = 0.05,
         split_seed: int = 1234,
         max_documents: int | None = None,
+        pipeline: list[str | dict] | None = None,
+        pipeline_settings: dict[str, dict] | None = None,
+        decontaminate_paths: list[str] | None = None,
         num_workers: int = 0,
         num_proc: int | None = None,
         cache_dir: str = ".cache/lightning-llm",
@@ -207,6 +223,8 @@ class TextDataModule(pl.LightningDataModule):
         self.sample_by = sample_by
         self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
+        self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
+        self.decontaminate_paths = list(decontaminate_paths or [])
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = Path(cache_dir)
         self.tokenizer: Tokenizer | None = None
@@ -215,6 +233,7 @@ class TextDataModule(pl.LightningDataModule):
         self.stats: dict[str, Any] = {}
         self._tokens: dict[str, torch.Tensor] = {}
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
+        self.train_texts: list[str] = []  # the training documents (for memorization tests)
 
     # -- loading -----------------------------------------------------------------------------
     def _load_raw(self):
@@ -227,6 +246,13 @@ class TextDataModule(pl.LightningDataModule):
             )
         if self.max_documents:
             ds = ds.select(range(min(self.max_documents, len(ds))))
+        if self.pipeline:
+            eval_texts = [t for path in self.decontaminate_paths for t in read_texts(path)]
+            ds, self.stats["pipeline"] = apply_pipeline(
+                ds, self.pipeline, self.pipeline_settings, num_proc=self.num_proc, decontaminate_against=eval_texts
+            )
+            if len(ds) == 0:
+                raise ConfigError(f"data.pipeline removed every document of {self.path!r}: relax its settings")
         return ds
 
     # -- Lightning hooks ---------------------------------------------------------------------
@@ -236,13 +262,14 @@ class TextDataModule(pl.LightningDataModule):
             return
         ds = self._load_raw()
         train, val = split_train_val(ds, self.val_fraction, self.split_seed, self.path)
+        self.train_texts = list(train["text"])
 
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, train["text"], train._fingerprint, self.objective, self.cache_dir
         )
         self.objective.bind_tokenizer(self.tokenizer)
         length, stride = self.objective.block_layout(self.block_size)
-        self.stats = {"documents": {"train": len(train), "val": len(val)}, "tokens": {}, "blocks": {}}
+        self.stats.update(documents={"train": len(train), "val": len(val)}, tokens={}, blocks={})
         self.stats["characters"] = {
             name: int(sum(len(t) for t in part["text"])) for name, part in (("train", train), ("val", val))
         }

@@ -62,6 +62,7 @@ class SupervisedDataModule(pl.LightningDataModule):
         self.stats: dict[str, Any] = {}
         self._examples: dict[str, Any] = {}
         self._val_batches: list | None = None
+        self.train_texts: list[str] = []  # prompts and responses of the training split (for memorization tests)
 
     def _rows(self):
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
@@ -112,6 +113,7 @@ class SupervisedDataModule(pl.LightningDataModule):
         rendered = rows.map(render, batched=True, remove_columns=rows.column_names, desc="render")
         train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
         texts = list(train["prompt"]) + (list(train["response"]) if response else [])
+        self.train_texts = texts
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
         )

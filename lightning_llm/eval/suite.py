@@ -1,0 +1,145 @@
+"""Run an evaluation suite (the `eval` config group) on a model and summarise it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lightning_llm.data.tokenizer import Tokenizer
+from lightning_llm.errors import ConfigError
+from lightning_llm.eval.lm import NotApplicable, eval_lm
+from lightning_llm.eval.tasks import EvalEnv, PromptConfig, Task, build_task
+
+SUMMARY_DEFINITION = (
+    "mean over the tasks with a random_baseline of (score - baseline) / (1 - baseline) on the task's primary "
+    "metric (llm-foundry's eval gauntlet, equal weights); 0 = chance, 1 = perfect"
+)
+
+
+@dataclass
+class SuiteConfig:
+    """The suite-wide keys of conf/eval/*.yaml (see conf/eval/none.yaml)."""
+
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    num_fewshot: int | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    seed: int | None = None
+    progress: bool = True
+    strict: bool = False
+    cache_dir: str = ".cache/lightning-llm"
+
+
+def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConfig, list[Task]]:
+    """Validate an `eval` config and build its tasks (no data or model work), so mistakes fail fast."""
+    raw = OmegaConf.to_container(cfg_eval, resolve=True) if isinstance(cfg_eval, DictConfig) else dict(cfg_eval or {})
+    known = {f.name for f in fields(SuiteConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"eval.{unknown[0]} is not an eval option: known are {sorted(known)} (see conf/eval/none.yaml)"
+        )
+    suite = SuiteConfig(**raw)
+    tasks = []
+    for name, task_raw in (suite.tasks or {}).items():
+        if not isinstance(task_raw, dict):
+            raise ConfigError(f"eval.tasks.{name} must be a mapping (a task YAML from conf/eval/tasks/)")
+        task = build_task(name, task_raw)
+        if suite.num_fewshot is not None and isinstance(task.config, PromptConfig):
+            task.config.num_fewshot = suite.num_fewshot
+        if suite.limit is not None:
+            task.config.limit = min(suite.limit, task.config.limit or suite.limit)
+        tasks.append(task)
+    return suite, tasks
+
+
+def run_task(task: Task, lm, env: EvalEnv, strict: bool) -> dict[str, Any]:
+    """One task's result: its scores and description, or status skipped/error with a one-line reason."""
+    started = time.perf_counter()
+    header = {"task": task.name, "type": task.config.type}
+    try:
+        result = {**header, "status": "ok", **task.run(lm, env), **task.describe()}
+    except NotApplicable as reason:
+        return {**header, "status": "skipped", "reason": str(reason)}
+    except Exception as err:
+        if strict:
+            raise
+        return {
+            **header,
+            "status": "error",
+            "reason": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+        }
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each task's primary score (and its baseline-normalised value), the gauntlet average and the statuses."""
+    scores: dict[str, dict[str, Any]] = {}
+    for name, result in results.items():
+        metric = result.get("primary_metric")
+        if result["status"] != "ok" or metric is None:
+            continue
+        entry: dict[str, Any] = {"metric": metric, "value": result["metrics"][metric]}
+        baseline = result.get("random_baseline")
+        if baseline is not None:
+            entry.update(baseline=baseline, normalized=round((entry["value"] - baseline) / (1 - baseline), 6))
+        scores[name] = entry
+    normalized = {name: e["normalized"] for name, e in scores.items() if "normalized" in e}
+    return {
+        "average": round(sum(normalized.values()) / len(normalized), 6) if normalized else None,
+        "averaged_tasks": sorted(normalized),
+        "definition": SUMMARY_DEFINITION,
+        "scores": scores,
+        "status": {s: sorted(n for n, r in results.items() if r["status"] == s) for s in ("ok", "skipped", "error")},
+    }
+
+
+def evaluate(
+    cfg_eval: DictConfig | dict[str, Any],
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    family: str,
+    output_dir: Path,
+    seed: int,
+    train_texts: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run every task of the suite `cfg_eval` on `model` (of `family`: gpt, bert or t5).
+
+    Returns a JSON-able dict: `tasks` (per task: status, metrics, n_samples, num_fewshot, prompt format and an
+    example, metric definitions, seconds) and `summary`. Human-evaluation exports are written to `output_dir`.
+    `train_texts` (the training documents) feed the memorization task.
+    """
+    suite, tasks = build_suite(cfg_eval)
+    env = EvalEnv(
+        seed=seed if suite.seed is None else suite.seed,
+        output_dir=Path(output_dir),
+        cache_dir=suite.cache_dir,
+        train_texts=train_texts,
+    )
+    lm = eval_lm(model, tokenizer, family, suite.batch_size, suite.progress)
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with torch.inference_mode():
+            for task in tasks:
+                results[task.name] = result = run_task(task, lm, env, suite.strict)
+                if suite.progress:
+                    print(f"eval {task.name}: {_one_line(result)}")
+    finally:
+        model.train(was_training)
+    return {"seed": env.seed, "family": family, "tasks": results, "summary": summarize(results)}
+
+
+def _one_line(result: dict[str, Any]) -> str:
+    if result["status"] != "ok":
+        return f"{result['status']} ({result['reason']})"
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items())
+    return f"{metrics or 'done'} on {result['n_samples']} samples"
