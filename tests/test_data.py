@@ -135,3 +135,18 @@ def test_pipeline_runs_before_tokenization_and_reports(tmp_path, cache_dir):
     assert report["pii"]["details"]["email"] == 10
     assert dm.stats["documents"]["train"] + dm.stats["documents"]["val"] == 21
     assert all("alice@example.com" not in t for t in dm.train_texts)
+
+
+def test_vocabulary_too_small_for_the_corpus_is_named(topics, tmp_path):
+    from lightning_llm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=200 is too small .* more than \d+ pieces"):
+        train_or_load_tokenizer(
+            topics[:20],
+            type="bpe",
+            vocab_size=200,
+            special_tokens=(),
+            data_fingerprint="x",
+            cache_dir=tmp_path,
+            character_coverage=1.0,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -172,12 +173,30 @@ def _train_sentencepiece(
     input_sentence_size: int,
     character_coverage: float,
 ) -> bytes:
-    import io
-
     model = io.BytesIO()
     try:
-        _train_sentencepiece_into(
-            model, texts, model_type, vocab_size, special_tokens, input_sentence_size, character_coverage
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_sentences(texts),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary instead of an error
+            character_coverage=character_coverage,
+            byte_fallback=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            user_defined_symbols=list(special_tokens),
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            max_sentence_length=1 << 16,
+            num_threads=max(1, len(os.sched_getaffinity(0))),
+            minloglevel=2,
         )
     except RuntimeError as err:
         if "Vocabulary size is smaller than required_chars" in str(err):
@@ -189,37 +208,3 @@ def _train_sentencepiece(
             ) from err
         raise
     return model.getvalue()
-
-
-def _train_sentencepiece_into(
-    model,
-    texts: Iterable[str],
-    model_type: str,
-    vocab_size: int,
-    special_tokens: tuple[str, ...] | list[str],
-    input_sentence_size: int,
-    character_coverage: float,
-) -> None:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=_sentences(texts),
-        model_writer=model,
-        model_type=model_type,
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary instead of an error
-        character_coverage=character_coverage,
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        split_digits=True,
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        user_defined_symbols=list(special_tokens),
-        input_sentence_size=input_sentence_size,
-        shuffle_input_sentence=True,
-        max_sentence_length=1 << 16,
-        num_threads=max(1, len(os.sched_getaffinity(0))),
-        minloglevel=2,
-    )
