@@ -47,6 +47,11 @@ def check_config(cfg: DictConfig) -> None:
     precision = str(cfg.trainer.get("precision", "32-true"))
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
+        raise ConfigError(
+            f"precision={precision} needs NVIDIA Transformer Engine on a CUDA GPU: pip install transformer-engine, "
+            "or use precision=bf16-mixed"
+        )
     if on_cpu and precision.startswith("16"):
         raise ConfigError(
             f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"

@@ -34,6 +34,7 @@ CASES = {
     "gpt+span": (["model=gpt", "objective=span"], ["objective=span does not fit model family 'gpt'", "objective=clm"]),
     "deepspeed-on-cpu": (["trainer=deepspeed"], ["trainer.strategy=deepspeed_stage_2 needs CUDA GPUs", "trainer=fsdp"]),
     "xla-without-tpu": (["trainer=xla"], ["trainer=xla needs torch_xla"]),
+    "fp8-without-te": (["precision=transformer-engine"], ["needs NVIDIA Transformer Engine", "bf16-mixed"]),
     "qlora-under-fsdp": (["trainer=fsdp", "finetune=qlora"], ["finetune=qlora cannot run under trainer=fsdp"]),
 }
 
