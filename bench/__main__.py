@@ -25,13 +25,14 @@ for _key, _value in {
 import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    BUSY_CORES,
     MIN_CLEAN,
     ROOT,
     Row,
+    busy_threshold,
     compose_config,
     load_average,
     machine,
+    set_threads,
     settle,
     table,
 )
@@ -83,6 +84,7 @@ def summary(rows: list[Row]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     from transformers.utils import logging as hf_logging
 
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     info["load average at start / end"] = f"{load_start} | {load_average()}"
     info["wall time"] = f"{time.perf_counter() - started:.0f} s"
     legend = (
-        f"quiet/steps: steps during which other processes used at most {BUSY_CORES} of a core (from /proc/stat); "
+        f"quiet/steps: steps during which other processes used at most {busy_threshold():.2f} cores on average "
+        "(from /proc/stat: the cores our threads leave free plus a margin); "
         f"when every row of a benchmark has {MIN_CLEAN} or more, only those enter its statistics. "
         "time / reference: ratio of median step times (< 1: faster than the reference). paired ratio: median of "
         "the ratios of measurements taken next to each other (adjacent steps; for rounds, the round medians), "

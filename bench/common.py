@@ -44,9 +44,25 @@ def build_model(model_cfg: DictConfig, **overrides: Any) -> nn.Module:
 
 
 Stamp = tuple[float, float, float]  # wall clock, CPU seconds busy on the whole machine, CPU seconds of this process
-BUSY_CORES = 0.35  # a sample during which other processes used more than this many cores is "busy"
+BUSY_CORES = 0.35  # a sample during which other processes used this many cores more than we leave free is "busy"
 MIN_CLEAN = 5  # statistics use only the quiet samples when at least this many are quiet
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+_spare_cores = 0  # cores this process' threads leave free: others may use them without slowing it
+
+
+def set_threads(threads: int) -> int:
+    """Record how many threads the benchmark runs, so that `Sample.quiet` allows others the cores left free."""
+    global _spare_cores
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _spare_cores = max(0, cores - threads)
+    return _spare_cores
+
+
+def busy_threshold() -> float:
+    """Cores other processes may use, on average, during a quiet sample."""
+    return _spare_cores + BUSY_CORES
 
 
 def stamp() -> Stamp:
@@ -71,7 +87,7 @@ class Sample:
 
     @property
     def quiet(self) -> bool:
-        return not self.others > BUSY_CORES  # NaN (no /proc/stat) counts as quiet
+        return not self.others > busy_threshold()  # NaN (no /proc/stat) counts as quiet
 
 
 def span(a: Stamp, b: Stamp) -> Sample:

@@ -9,7 +9,7 @@ step over `lightning_llm.optim.parameter_groups` and `zero_grad`. The three take
 C ...) after warm-up rounds, so they share whatever else the CPU is doing. tokens/s counts the tokens the model
 reads per step (`ObjectiveOutput.num_tokens`): for T5, encoder plus decoder tokens. Timed rounds stop early once
 --budget seconds have passed (at least MIN_ROUNDS): a busy CPU slows 2-thread steps several-fold. --quick: a
-smoke check.
+smoke check (batch 4, 1 warm-up + 3 timed rounds).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bench.common import load_average, span, stamp
 from bench.finetune import markdown_table
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 128, "vocab_size": 4096}
-BATCH = 16
+BATCH, QUICK_BATCH = 16, 4
 FULL_ROUNDS = (3, 30)  # (warm-up, timed) rounds; one round = one step of each family
 QUICK_ROUNDS = (1, 3)
 MIN_ROUNDS = 5
@@ -83,12 +83,12 @@ def build_families(shape: dict[str, int]) -> list[Family]:
     return families
 
 
-def train_step(family: Family, generator: Any) -> tuple[float, float, float, int]:
+def train_step(family: Family, batch_size: int, generator: Any) -> tuple[float, float, float, int]:
     """One timed step: (seconds, of which collate, others' cores, tokens read)."""
     import torch
 
     objective, low = family.objective, family.objective.first_regular_id
-    blocks = list(torch.randint(low, SHAPE["vocab_size"], (BATCH, family.block_length), generator=generator))
+    blocks = list(torch.randint(low, SHAPE["vocab_size"], (batch_size, family.block_length), generator=generator))
     before = stamp()
     batch = objective.collate(blocks)
     collated = time.perf_counter()
@@ -156,20 +156,21 @@ def main(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     warmup, timed = QUICK_ROUNDS if quick else FULL_ROUNDS
+    batch_size = QUICK_BATCH if quick else BATCH
     timed = rounds if rounds is not None else timed
     started, load_start = time.perf_counter(), load_average()
     families = build_families(SHAPE)
     shape = ", ".join(f"{k}={v}" for k, v in SHAPE.items())
     print(
         f"[bench] model families: {shape} (T5: {SHAPE['n_layer']} encoder + {SHAPE['n_layer']} decoder layers), "
-        f"batch {BATCH}, {warmup} warm-up + {timed} timed rounds of {len(families)} interleaved steps, "
+        f"batch {batch_size}, {warmup} warm-up + {timed} timed rounds of {len(families)} interleaved steps, "
         f"{threads} threads",
         flush=True,
     )
     generator = torch.Generator().manual_seed(0)
     for _ in range(warmup):
         for family in families:
-            train_step(family, generator)
+            train_step(family, batch_size, generator)
     timing_started = time.perf_counter()
     for r in range(timed):
         if r >= min(MIN_ROUNDS, timed) and time.perf_counter() - timing_started > budget_s:
@@ -177,7 +178,7 @@ def main(
             break
         order = families[r % len(families) :] + families[: r % len(families)]  # rotate: nobody always runs first
         for family in order:
-            seconds, collate, others, tokens = train_step(family, generator)
+            seconds, collate, others, tokens = train_step(family, batch_size, generator)
             family.seconds.append(seconds)
             family.collate_seconds.append(collate)
             family.others.append(others)
@@ -199,7 +200,7 @@ def main(
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.families", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="1 warm-up + 3 timed rounds: a smoke check")
+    p.add_argument("--quick", action="store_true", help="batch 4, 1 warm-up + 3 timed rounds: a smoke check")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 30; quick 3)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument(

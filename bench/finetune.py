@@ -360,6 +360,8 @@ def main(
     print()
     for _, name, measured, ok in checks:
         print(f"- target {name}: {measured}: {'PASS' if ok else 'FAIL'}")
+    if quick:
+        print("- quick: a 4.2M-parameter model, a smoke check; the targets are meant for the ~100M model")
     print(
         "- peak RSS: ru_maxrss of the method's own process (MiB); increase: over the peak once the model was built; "
         "ratios against full; others' load: cores other processes used during the timed steps (mean)"
