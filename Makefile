@@ -31,8 +31,12 @@ test: $(STAMP)
 test-full: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# model step vs HF GPT-2 and Lightning overhead; the three families; fine-tuning methods; data pipeline
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+	$(PY) -m bench.families
+	$(PY) -m bench.finetune
+	$(PY) -m bench.pipeline
 
 # W&B sweep: `make sweep SWEEP=sweeps/gpt_lr.yaml` (needs `wandb login` and network)
 SWEEP ?= sweeps/gpt_lr.yaml
