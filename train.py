@@ -9,20 +9,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lightning_llm.cli import check_cli_overrides, ddp_child_argv, user_error_in
-from lightning_llm.errors import LightningLLMError
-
-
-def fail(err: LightningLLMError) -> None:
-    """A user-facing error: one line on stderr and its exit code; nothing written so far is touched."""
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(err.exit_code)
+from lightning_llm.cli.handler import run_command
+from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error
+from lightning_llm.recipe.ddp import ddp_child_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # torch and Lightning load only after the command line is checked
-    from lightning_llm.run import is_multirun, record_failure, train
+    from lightning_llm.recipe.run import is_multirun, record_failure, train
 
     try:
         results = train(cfg)
@@ -30,16 +25,22 @@ def main(cfg: DictConfig) -> float | None:
         if is_multirun():  # one failed trial is recorded and the sweep goes on
             record_failure(cfg, err)
             return math.nan
-        if (user_error := user_error_in(err)) is None:
-            raise
-        fail(user_error)
+        raise
     return results["metrics"].get(cfg.optimized_metric)
+
+
+def cli() -> None:
+    """Check the command line, then compose and run; Hydra's composition errors become one line too."""
+    from hydra.errors import ConfigCompositionException
+
+    check_cli_overrides(sys.argv[1:])
+    try:
+        main()
+    except ConfigCompositionException as err:
+        raise explain_composition_error(err, sys.argv[1:]) from err
 
 
 if __name__ == "__main__":
     sys.argv = ddp_child_argv(sys.argv, dict(os.environ))
-    try:
-        check_cli_overrides(sys.argv[1:])
-    except LightningLLMError as err:
-        fail(err)
-    main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing and exiting 1
+    sys.exit(run_command(cli))

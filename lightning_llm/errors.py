@@ -1,8 +1,13 @@
 """Errors a user should see as one line (no traceback), each with its exit code."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class LightningLLMError(Exception):
-    """Base of the errors `train.py` prints as `error: <message>`."""
+    """Base of the errors the commands print as `error: <message>`."""
 
     exit_code = 1
 
@@ -14,6 +19,47 @@ class ConfigError(LightningLLMError):
 
 
 class TrainingDiverged(LightningLLMError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; no checkpoint with them is written."""
 
     exit_code = 3
+
+
+class RunInterrupted(LightningLLMError):
+    """The run was stopped by a signal (SIGTERM, Ctrl-C); a checkpoint was written when it had trained."""
+
+    exit_code = 130
+
+
+def user_error_in(err: BaseException | None) -> LightningLLMError | None:
+    """The user-facing error behind `err`, also when Hydra's instantiate or Lightning wrapped it."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LightningLLMError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a misspelt `name` (difflib), or None when nothing is close."""
+    candidates = list(candidates)
+    found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if found:
+        return found[0]
+    lowered = {c.lower(): c for c in candidates}
+    prefix = [c for low, c in lowered.items() if low.startswith(name.lower()[:3])]
+    return prefix[0] if len(prefix) == 1 else None
+
+
+def unknown_key(key: str, known: Iterable[str], where: str = "") -> ConfigError:
+    """`<key> is not an option[ of <where>]: did you mean <nearest>?` with the known keys when nothing is near."""
+    known = sorted(known)
+    parent, _, leaf = key.rpartition(".")
+    guess = nearest(leaf, known)
+    place = f" of {where}" if where else ""
+    if guess is not None:
+        fix = f"did you mean {parent + '.' if parent else ''}{guess}?"
+    else:
+        fix = f"known keys are {', '.join(known)}"
+    return ConfigError(f"{key} is not an option{place}: {fix}")

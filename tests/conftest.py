@@ -96,7 +96,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
 @pytest.fixture(scope="session")
 def base_checkpoints(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, Path]:
     """A tiny pretrained checkpoint per family (30 steps on the pydoc topics), for fine-tuning tests."""
-    from lightning_llm.run import train
+    from lightning_llm.recipe import train
 
     out = {}
     for family, objective in {"gpt": "clm", "bert": "mlm", "t5": "span"}.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lightning_llm.loggers import wandb_logger, wandb_online
+from lightning_llm.training.loggers import wandb_logger, wandb_online
 
 from .conftest import TINY, run_cli
 

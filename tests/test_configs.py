@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_llm.cli import check_cli_overrides, group_options
+from lightning_llm.cli.overrides import check_cli_overrides
+from lightning_llm.conf import group_options
 from lightning_llm.errors import ConfigError
-from lightning_llm.run import instantiate_model, resolved_config
+from lightning_llm.recipe import instantiate_model, resolved_config
 
 from .conftest import CONFIG_DIR
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_llm.errors import ConfigError
-from lightning_llm.run import train
+from lightning_llm.recipe import train
 
 from .conftest import compose_config, run_cli
 

@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from lightning_llm.data.tokenizer import CharTokenizer
+from lightning_llm.tokenizers import CharTokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import GenerationSettings, build_suite, eval_lm, evaluate
-from lightning_llm.eval.lm import rolling_windows
+from lightning_llm.models.scoring import rolling_windows
 from lightning_llm.eval.metrics import bleu, generation_metrics
 from lightning_llm.eval.tasks import EvalEnv, build_task
 from lightning_llm.models import BERT, GPT, T5
-from lightning_llm.models.blocks import generate_tokens
+from lightning_llm.models.generation import generate_tokens
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -57,10 +57,12 @@ class FixedLogProbs(nn.Module):
     """A stub decoder: every position predicts the same distribution, whatever the context."""
 
     family = "gpt"
+    architecture = "decoder"
 
     def __init__(self, logprobs: dict[str, float], block_size: int = 64) -> None:
         super().__init__()
-        self.config, self.prefix = SimpleNamespace(block_size=block_size), None
+        self.config, self.prefix, self.task_head = SimpleNamespace(block_size=block_size), None, None
+        self.context_length = block_size
         rest = math.log((1 - sum(math.exp(v) for v in logprobs.values())) / (TOKENIZER.vocab_size - len(logprobs)))
         table = torch.full((TOKENIZER.vocab_size,), rest)
         for ch, value in logprobs.items():
@@ -165,7 +167,7 @@ def test_the_item_under_test_is_never_among_its_shots(tmp_path, seed):
 def test_acc_and_acc_norm_follow_the_harness_definitions(tmp_path):
     rows = [{"q": "one", "options": ["a", "bbbb"], "answer": a} for a in (1, 1, 0)]
     task = {
-        "type": "multiple_choice",
+        "_target_": "lightning_llm.eval.tasks.MultipleChoiceTask",
         "path": str(write_jsonl(tmp_path / "lengths.jsonl", rows)),
         "context": "{{ q }}",
         "choices": "options",
@@ -173,9 +175,9 @@ def test_acc_and_acc_norm_follow_the_harness_definitions(tmp_path):
         "random_baseline": 0.5,
     }
     model = FixedLogProbs(STUB)
-    lm = eval_lm(model, TOKENIZER, "gpt", 4, False)
+    lm = eval_lm(model, TOKENIZER, 4, False)
     assert [s.logprob for s in lm.loglikelihood([("one", " a"), ("one", " bbbb")])] == pytest.approx([-3.0, -4.6])
-    out = evaluate(suite(tmp_path, lengths=task), model, TOKENIZER, "gpt", tmp_path, seed=0)
+    out = evaluate(suite(tmp_path, lengths=task), model, TOKENIZER, tmp_path, seed=0)
     result = out["tasks"]["lengths"]
     # acc takes " a" everywhere (-3 > -4.6); acc_norm divides by 1 and 4 characters and takes " bbbb"
     assert result["metrics"] == pytest.approx({"acc": 1 / 3, "acc_norm": 2 / 3}, abs=1e-6)
@@ -196,11 +198,11 @@ def test_bias_and_memorization_with_known_log_probs(tmp_path):
     pairs.write_text("sent_more,sent_less,bias_type\nbb,aa,x\na,b,y\n")
     model = FixedLogProbs(STUB)
     tasks = {
-        "pairs": {"type": "bias", "path": str(pairs), "group_by": "bias_type"},
-        "memo": {"type": "memorization", "n_samples": 10, "prefix_tokens": 4, "suffix_tokens": 4},
+        "pairs": {"_target_": "lightning_llm.eval.tasks.BiasTask", "path": str(pairs), "group_by": "bias_type"},
+        "memo": {"_target_": "lightning_llm.eval.tasks.MemorizationTask", "n_samples": 10, "prefix_tokens": 4, "suffix_tokens": 4},
     }
     train_texts = ["b" * 20, "ba" * 10, "short"]  # greedy decoding always says "b"; "short" is too short
-    out = evaluate(suite(tmp_path, **tasks), model, TOKENIZER, "gpt", tmp_path, seed=0, train_texts=train_texts)
+    out = evaluate(suite(tmp_path, **tasks), model, TOKENIZER, tmp_path, seed=0, train_texts=train_texts)
     bias = out["tasks"]["pairs"]
     # "bb" (-1.8) beats "aa" (-4); "a" (-2) loses to "b" (-0.9)
     assert bias["metrics"] == pytest.approx({"pct_stereotype": 0.5, "likelihood_diff": (2.2 + 1.1) / 2}, abs=1e-5)
@@ -208,7 +210,7 @@ def test_bias_and_memorization_with_known_log_probs(tmp_path):
     memo = out["tasks"]["memo"]
     # "bbbb" -> "bbbb" is extracted; "baba" -> "bbbb" matches 2 of 4 tokens
     assert memo["metrics"] == {"extraction_rate": 0.5, "token_match": 0.75} and memo["n_samples"] == 2
-    skipped = evaluate(suite(tmp_path, memo=tasks["memo"]), model, TOKENIZER, "gpt", tmp_path, seed=0)
+    skipped = evaluate(suite(tmp_path, memo=tasks["memo"]), model, TOKENIZER, tmp_path, seed=0)
     assert skipped["tasks"]["memo"]["status"] == "skipped" and "train_texts" in skipped["tasks"]["memo"]["reason"]
 
 
@@ -230,7 +232,7 @@ def test_perplexity_and_bits_per_byte_match_a_direct_computation(tmp_path):
     model = GPT(**{**TINY, "block_size": 16}).eval()
     text = "A dictionary maps hashable keys to their values."  # 48 characters: three full windows of 16
     ids = [TOKENIZER.bos_id, *TOKENIZER.encode(text)]
-    lm = eval_lm(model, TOKENIZER, "gpt", 4, False)
+    lm = eval_lm(model, TOKENIZER, 4, False)
     # non-overlapping windows (the default stride): plain chunks of 16 inputs and their next tokens
     chunks = [(ids[s : s + 16], ids[s + 1 : s + 17]) for s in range(0, len(ids) - 1, 16)]
     expected = sum(
@@ -246,8 +248,8 @@ def test_perplexity_and_bits_per_byte_match_a_direct_computation(tmp_path):
     windows = rolling_windows(ids[1:], ids[:1], 17, 5)
     assert [t for _, x in windows for t in x] == ids[1:] and all(len(c) + len(x) <= 17 for c, x in windows)
 
-    task = {"type": "perplexity", "path": str(FIXTURES / "corpus.jsonl"), "stride": 8}
-    result = evaluate(suite(tmp_path, ppl=task), model, TOKENIZER, "gpt", tmp_path, seed=0)["tasks"]["ppl"]
+    task = {"_target_": "lightning_llm.eval.tasks.PerplexityTask", "path": str(FIXTURES / "corpus.jsonl"), "stride": 8}
+    result = evaluate(suite(tmp_path, ppl=task), model, TOKENIZER, tmp_path, seed=0)["tasks"]["ppl"]
     texts = [json.loads(line)["text"] for line in (FIXTURES / "corpus.jsonl").read_text().splitlines()]
     texts = [t for t in texts if t.strip()]  # the empty document is left out
     n_bytes = sum(len(t.encode()) for t in texts)
@@ -299,7 +301,7 @@ def test_standard_suite_end_to_end(tmp_path, make_cfg, family, model_class):
     cfg = make_cfg(*STANDARD_ON_FIXTURES, tiny=False)
     torch.manual_seed(0)
     model = model_class(**TINY)
-    out = evaluate(cfg.eval, model, TOKENIZER, family, tmp_path, seed=7, train_texts=TRAIN_TEXTS)
+    out = evaluate(cfg.eval, model, TOKENIZER, tmp_path, seed=7, train_texts=TRAIN_TEXTS)
     json.dumps(out)  # JSON-able
     tasks = out["tasks"]
     assert list(tasks) == list(cfg.eval.tasks)
@@ -307,7 +309,7 @@ def test_standard_suite_end_to_end(tmp_path, make_cfg, family, model_class):
     assert {n for n, r in tasks.items() if r["status"] == "skipped"} == expected_skipped
     assert all(r["status"] == "ok" for n, r in tasks.items() if n not in expected_skipped)
     if family == "bert":
-        assert tasks["human_eval"]["reason"] == "BERT is an encoder (masked LM): it does not generate text"
+        assert tasks["human_eval"]["reason"] == "the bert model is an encoder (masked LM): it does not generate text"
     else:
         assert all(Path(f).exists() for f in tasks["human_eval"]["files"])
     for name in ("arc_easy", "mmlu", "winogrande", "sst2"):
@@ -329,7 +331,7 @@ def test_standard_suite_end_to_end(tmp_path, make_cfg, family, model_class):
         sum(summary["scores"][n]["normalized"] for n in summary["averaged_tasks"]) / 8, abs=1e-5
     )
     if family == "gpt":  # the same seed gives the same results, sampled generations included
-        again = evaluate(cfg.eval, model, TOKENIZER, family, tmp_path, seed=7, train_texts=TRAIN_TEXTS)
+        again = evaluate(cfg.eval, model, TOKENIZER, tmp_path, seed=7, train_texts=TRAIN_TEXTS)
 
         def strip(result: dict) -> dict:
             return {n: {k: v for k, v in r.items() if k != "seconds"} for n, r in result["tasks"].items()}
@@ -340,9 +342,9 @@ def test_standard_suite_end_to_end(tmp_path, make_cfg, family, model_class):
 def test_human_eval_export_files(tmp_path):
     torch.manual_seed(0)
     model = GPT(**TINY)
-    task = {"type": "human_eval", "prompts": ["one", "two", "three", "four"], "n_samples": 3}
+    task = {"_target_": "lightning_llm.eval.tasks.HumanEvalTask", "prompts": ["one", "two", "three", "four"], "n_samples": 3}
     task["generation"] = {"max_new_tokens": 6, "temperature": 1.0, "top_k": 20}
-    result = evaluate(suite(tmp_path, rate=task), model, TOKENIZER, "gpt", tmp_path / "out", seed=3)["tasks"]["rate"]
+    result = evaluate(suite(tmp_path, rate=task), model, TOKENIZER, tmp_path / "out", seed=3)["tasks"]["rate"]
     assert result["files"] == [str(tmp_path / "out" / "rate.csv"), str(tmp_path / "out" / "rate.jsonl")]
     assert result["wandb_table"] is False  # no W&B run
     with open(tmp_path / "out" / "rate.csv", newline="") as f:
@@ -351,7 +353,7 @@ def test_human_eval_export_files(tmp_path):
     assert len(rows) == len(records) == 3
     assert [r["prompt"] for r in rows] == [r["prompt"] for r in records]
     assert {"prompt", "generation", "temperature", "seed", "rating"} <= set(records[0])
-    again = evaluate(suite(tmp_path, rate=task), model, TOKENIZER, "gpt", tmp_path / "again", seed=3)["tasks"]["rate"]
+    again = evaluate(suite(tmp_path, rate=task), model, TOKENIZER, tmp_path / "again", seed=3)["tasks"]["rate"]
     assert [r["generation"] for r in again["examples"]] == [r["generation"] for r in records]
 
 
@@ -362,7 +364,7 @@ def test_classification_from_the_task_head(tmp_path):
         model = model_class(**TINY)
         if family != "t5":
             model.task_head = nn.Linear(TINY["n_embd"], 2)
-        result = evaluate(suite(tmp_path, sst2=task), model, TOKENIZER, family, tmp_path, seed=0)["tasks"]["sst2"]
+        result = evaluate(suite(tmp_path, sst2=task), model, TOKENIZER, tmp_path, seed=0)["tasks"]["sst2"]
         if family == "t5":
             assert result["status"] == "skipped" and "task_head" in result["reason"]
         else:
@@ -371,7 +373,7 @@ def test_classification_from_the_task_head(tmp_path):
 
 def test_generation_decoding_settings_and_stop_strings(tmp_path):
     model = FixedLogProbs(STUB)
-    lm = eval_lm(model, TOKENIZER, "gpt", 4, False)
+    lm = eval_lm(model, TOKENIZER, 4, False)
     assert lm.generate_until(["x"], GenerationSettings(max_new_tokens=5), seed=0) == ["bbbbb"]
     assert lm.generate_until(["x"], GenerationSettings(max_new_tokens=5, until=["bbb"]), seed=0) == [""]
     sampled = [
@@ -392,18 +394,20 @@ def test_every_suite_composes_and_validates(make_cfg, option):
 
 
 def test_config_mistakes_fail_fast_in_one_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"eval.tasks.arc.num_fewshots is not an option"):
+    with pytest.raises(ConfigError, match=r"eval.tasks.arc.num_fewshots is not an option.*did you mean eval.tasks.arc.num_fewshot\?"):
         build_suite({"tasks": {"arc": task_yaml("arc_easy", num_fewshots=1)}})
-    with pytest.raises(ConfigError, match=r"eval.tasks.x.type='mc' is unknown"):
-        build_suite({"tasks": {"x": {"type": "mc"}}})
+    with pytest.raises(ConfigError, match=r"eval.tasks.x._target_='mc' is not an evaluation task"):
+        build_suite({"tasks": {"x": {"_target_": "mc"}}})
+    with pytest.raises(ConfigError, match=r"eval.tasks.x._target_='builtins.open' is not an evaluation task"):
+        build_suite({"tasks": {"x": {"_target_": "builtins.open", "file": "victim"}}})
     with pytest.raises(ConfigError, match=r"eval.tasks.arc.path='missing.jsonl' does not exist"):
         build_suite({"tasks": {"arc": task_yaml("arc_easy", path="missing.jsonl")}})
     with pytest.raises(ConfigError, match=r"acc_norm is undefined with partial scoring"):
         build_suite({"tasks": {"w": task_yaml("winogrande", metrics=["acc", "acc_norm"])}})
-    with pytest.raises(ConfigError, match=r"eval.limits is not an eval option"):
+    with pytest.raises(ConfigError, match=r"eval.limits is not an option.*did you mean eval.limit\?"):
         build_suite({"limits": 3})
     model = GPT(**TINY)
     bad_column = task_yaml("arc_easy", path=str(FIXTURES / "boolq.jsonl"))
-    out = evaluate({**suite(tmp_path, arc=bad_column), "strict": False}, model, TOKENIZER, "gpt", tmp_path, seed=0)
+    out = evaluate({**suite(tmp_path, arc=bad_column), "strict": False}, model, TOKENIZER, tmp_path, seed=0)
     assert out["tasks"]["arc"]["status"] == "error" and "lacks column 'choices'" in out["tasks"]["arc"]["reason"]
     assert out["summary"]["status"]["error"] == ["arc"] and out["summary"]["average"] is None

@@ -16,7 +16,7 @@ import yaml
 
 from lightning_llm.errors import TrainingDiverged
 from lightning_llm.objectives import CausalLM
-from lightning_llm.run import train
+from lightning_llm.recipe import train
 
 from .conftest import ROOT, TINY, compose_config, run_cli
 

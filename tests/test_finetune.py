@@ -9,10 +9,10 @@ from hydra.utils import instantiate
 
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, read_checkpoint
 from lightning_llm.errors import ConfigError
-from lightning_llm.finetune import TASK_HEAD, Adapter, Freeze, LoRA, PromptTuning, QLoRA, count_parameters
+from lightning_llm.finetune import Adapter, Freeze, LoRA, PromptTuning, QLoRA, count_parameters
 from lightning_llm.finetune.freeze import select_layers
-from lightning_llm.finetune.merge import merge_checkpoint
-from lightning_llm.run import run_experiment, train
+from lightning_llm.checkpoints import merge_checkpoint
+from lightning_llm.recipe import run_experiment, train
 
 from .conftest import TINY, compose_config
 
@@ -204,5 +204,5 @@ def test_task_head_trains_under_every_method(base_checkpoints):
         objective.bind_labels(["a", "b", "c"])
         objective.prepare_model(model)
         method.apply(model)
-        assert all(p.requires_grad for p in getattr(model, TASK_HEAD).parameters())
+        assert all(p.requires_grad for p in model.task_head.parameters())
     assert instantiate({"_target_": "lightning_llm.finetune.Full"}).name == "full"

@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from lightning_llm.data.tokenizer import CharTokenizer, SentencePieceTokenizer, train_or_load_tokenizer  # noqa: E402
+from lightning_llm.tokenizers import CharTokenizer, SentencePieceTokenizer, train_or_load_tokenizer  # noqa: E402
 from lightning_llm.errors import ConfigError  # noqa: E402
-from lightning_llm.export import main as export_main  # noqa: E402
-from lightning_llm.interop import HFTokenizer, export_hf, load_hf_model, load_tokenizer_bytes  # noqa: E402
+from lightning_llm.cli.main import main as cli_main  # noqa: E402
+from lightning_llm.interop import export_hf, load_hf_model  # noqa: E402
+from lightning_llm.tokenizers import HFTokenizer, tokenizer_from_bytes  # noqa: E402
 from lightning_llm.interop.verify import compare_with_transformers  # noqa: E402
 from lightning_llm.models import BERT, GPT, T5  # noqa: E402
 
@@ -382,7 +383,7 @@ def test_sentencepiece_conversion_matches_on_a_corpus(sp_tokenizers):
     """Line by line over real text: BPE matches exactly; unigram may break exact score ties differently."""
     from pydoc_data.topics import topics
 
-    from lightning_llm.interop.tokenizer import sentencepiece_to_tokenizers
+    from lightning_llm.tokenizers.export import sentencepiece_to_tokenizers
 
     lines = [line for name in sorted(topics)[40:70] for line in topics[name].splitlines()]
     for kind, ours in sp_tokenizers.items():
@@ -413,12 +414,12 @@ def test_char_tokenizer_exports_too(tmp_path):
 def test_hf_tokenizer_bytes_round_trip(sp_tokenizers, tmp_path):
     export_hf(GPT(vocab_size=400, block_size=16, n_layer=1, n_head=2, n_embd=16), tmp_path, sp_tokenizers["bpe"])
     tok = HFTokenizer.from_pretrained(tmp_path)
-    again = load_tokenizer_bytes(tok.to_bytes())
+    again = tokenizer_from_bytes(tok.to_bytes())
     assert isinstance(again, HFTokenizer)
     text = "for x in range(10): print(x)"
     assert again.encode(text) == tok.encode(text) and again.decode(again.encode(text)) == text
     assert (again.pad_id, again.unk_id, again.bos_id, again.eos_id) == (0, 1, 2, 3)
-    assert isinstance(load_tokenizer_bytes(sp_tokenizers["bpe"].to_bytes()), SentencePieceTokenizer)
+    assert isinstance(tokenizer_from_bytes(sp_tokenizers["bpe"].to_bytes()), SentencePieceTokenizer)
 
 
 def test_hf_tokenizer_reads_t5_spiece_with_sentinels(tmp_path):
@@ -507,15 +508,14 @@ LLAMA_JSON = dict(
     ],
 )
 def test_config_translation_notes_and_refusals(changes, expected):
-    from lightning_llm.interop.families import architecture_of, config_from_hf
+    from lightning_llm.interop.hf import config_from_hf
 
     hf = {**LLAMA_JSON, **changes}
-    _, arch = architecture_of(hf, "x")
     if isinstance(expected, ConfigError):
         with pytest.raises(ConfigError, match=str(expected)):
-            config_from_hf(hf, arch, "x")
+            config_from_hf(hf, "x")
         return
-    config, notes = config_from_hf(hf, arch, "x")
+    config, notes, *_ = config_from_hf(hf, "x")
     assert config.block_size == 16 and expected in notes[0]
 
 
@@ -550,14 +550,14 @@ def test_export_cli_reads_our_checkpoint(sp_tokenizers, tmp_path, capsys):
         },
         run / "checkpoints" / "last.ckpt",
     )
-    assert export_main([str(run), str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", str(run), str(tmp_path / "hf")]) == 0
     assert "tokenizer.json" in capsys.readouterr().out
     assert compare_with_transformers(model, tmp_path / "hf") < ATOL
     text = "Compound statements contain groups of other statements"
     assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").encode(text) == tokenizer.encode(text)
 
     capsys.readouterr()
-    assert export_main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert cli_main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
 
@@ -623,13 +623,13 @@ def test_real_minilm_matches_transformers(minilm):
 
 def test_lora_fine_tune_from_an_exported_hf_folder(base_checkpoints, cache_dir, tmp_path):
     """Our checkpoint -> HF folder (python -m lightning_llm.export) -> model.pretrained=<folder> with LoRA."""
-    from lightning_llm.export import main as export_main
-    from lightning_llm.run import train
+    from lightning_llm.cli.main import main as cli_main
+    from lightning_llm.recipe import train
 
     from .conftest import TINY, compose_config
 
     folder = tmp_path / "hf"
-    assert export_main([str(base_checkpoints["gpt"]), str(folder)]) == 0
+    assert cli_main(["export", str(base_checkpoints["gpt"]), str(folder)]) == 0
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     cfg = compose_config(
         [

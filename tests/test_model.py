@@ -7,8 +7,8 @@ import torch
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import GPT, ModelConfig
-from lightning_llm.models.blocks import sample_next_token
-from lightning_llm.optim import parameter_groups, warmup_cosine
+from lightning_llm.models.generation import sample_next_token
+from lightning_llm.training.optim import parameter_groups, warmup_cosine
 
 VARIANTS = {
     "gpt2": {},

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lightning_llm.run import train
+from lightning_llm.recipe import train
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_checkpoint_is_self_describing(smoke):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["model_config"]["n_embd"] == 64
     assert ckpt["tokens_seen"] == 100 * 8 * 32
-    from lightning_llm.data.tokenizer import tokenizer_from_bytes
+    from lightning_llm.tokenizers import tokenizer_from_bytes
 
     assert (
         tokenizer_from_bytes(ckpt["tokenizer"]).decode(tokenizer_from_bytes(ckpt["tokenizer"]).encode("x = 1"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,94 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.data.loading import load_rows, read_texts, select_columns, split_train_val
 from lightning_llm.data.pipeline import apply_pipeline
-from lightning_llm.data.tokenizer import Tokenizer, train_or_load_tokenizer
 from lightning_llm.errors import ConfigError
+from lightning_llm.log import get_logger
+from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
+from lightning_llm.tokenizers import Tokenizer, train_or_load_tokenizer
 
-_BUILDERS = {
-    ".txt": "text",
-    ".md": "text",
-    ".json": "json",
-    ".jsonl": "json",
-    ".csv": "csv",
-    ".parquet": "parquet",
-}
-
-
-def looks_local(path: str) -> bool:
-    """Whether `data.path` names a local file or folder (rather than a `datasets` hub name)."""
-    return path.startswith((".", "/", "~")) or Path(path).suffix in _BUILDERS or os.path.exists(path)
-
-
-def check_data_path(path: str) -> None:
-    """Fail fast, before any loading, on a local data path that does not exist."""
-    if not is_embedded(path) and looks_local(path) and not Path(path).expanduser().exists():
-        raise ConfigError(f"data.path={path!r} does not exist: give an existing file or folder, or a `datasets` name")
-
-
-def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):
-    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name."""
-    import datasets
-
-    check_data_path(path)
-    source = str(materialize_embedded(path, cache_dir)) if is_embedded(path) else path
-    cache = str(Path(cache_dir) / "datasets")
-    try:
-        if not looks_local(source):
-            return datasets.load_dataset(source, name, split=split, cache_dir=cache)
-        local = Path(source).expanduser()
-        files = sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS) if local.is_dir() else [str(local)]
-        suffixes = {Path(f).suffix for f in files}
-        builders = {_BUILDERS.get(s) for s in suffixes}
-        if not files or None in builders or len(builders) != 1:
-            raise ConfigError(
-                f"data.path={path!r} holds no readable files of one kind: "
-                f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
-            )
-        builder = builders.pop()
-        extra = {"sample_by": sample_by} if builder == "text" else {}
-        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
-    except ConfigError:
-        raise
-    except (FileNotFoundError, ConnectionError, ValueError) as err:
-        raise ConfigError(
-            f"data.path={path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
-            "give a local file or folder, or a `datasets` name reachable online"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"data.path={path!r} is not valid UTF-8 text ({err.reason})") from err
-
-
-def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "data"):
-    """Keep `columns` ({our name: the data's column}) under our names; name a missing column in one line."""
-    for ours, theirs in columns.items():
-        if theirs not in ds.column_names:
-            key = key_prefix if "." in key_prefix else f"{key_prefix}.{ours}_column"
-            raise ConfigError(f"{key}={theirs!r} is not a column of {path!r}: its columns are {ds.column_names}")
-    ds = ds.select_columns(list(dict.fromkeys(columns.values())))
-    renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
-    return ds.rename_columns(renames) if renames else ds
-
-
-def read_texts(path: str) -> list[str]:
-    """Texts of a local .txt (one per line) or .jsonl file (every string value of every row)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"data.decontaminate_paths has {path!r}, which does not exist")
-    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if p.suffix not in (".jsonl", ".json"):
-        return lines
-    return [v for row in map(json.loads, lines) for v in row.values() if isinstance(v, str)]
-
-
-def split_train_val(ds, val_fraction: float, seed: int, path: str):
-    """A deterministic document-level split (independent of the run's seed)."""
-    if len(ds) < 2:
-        raise ConfigError(f"data.path={path!r} has {len(ds)} document: at least 2 are needed for train/val")
-    splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
-    return splits["train"], splits["test"]
+log = get_logger(__name__)
 
 
 def resolve_tokenizer(
@@ -116,7 +35,7 @@ def resolve_tokenizer(
     Returns the tokenizer, its file and whether it was trained now.
     """
     if isinstance(tokenizer, Tokenizer):
-        missing = [t for t in objective.special_tokens if tokenizer.token_to_id(t) == tokenizer.unk_id]
+        missing = [t for t in objective.special_tokens if not tokenizer.has_token(t)]
         if missing:
             raise ConfigError(f"the pretrained tokenizer lacks the objective's special token {missing[0]!r}")
         return tokenizer, None, False
@@ -312,6 +231,26 @@ class TextDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
+
+    def fit_context(self, model: LanguageModel) -> None:
+        """Packed blocks must fit the model's context once a prefix (prompt tuning) has taken its positions.
+
+        A block as long as the model's context (the default) shrinks by the prefix, and says so; a shorter block
+        chosen explicitly that still does not fit is an error naming the size that would."""
+        usable, block = model.context_length, self.block_size
+        if block <= usable:
+            return
+        if block != model.config.block_size:
+            raise ConfigError(
+                f"data.block_size={block} plus {model.prefix_length} prefix tokens exceeds model.block_size="
+                f"{model.config.block_size}: set data.block_size={usable}"
+            )
+        log.info(
+            "data.block_size %d -> %d: the prefix (prompt tuning) takes %d positions", block, usable, block - usable
+        )
+        self.block_size = usable
+        length, stride = self.objective.block_layout(usable)
+        self.stats["blocks"] = {name: len(PackedBlocks(t, length, stride)) for name, t in self._tokens.items()}
 
     def _dataset(self, split: str) -> PackedBlocks:
         length, stride = self.objective.block_layout(self.block_size)

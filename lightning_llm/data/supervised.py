@@ -12,10 +12,12 @@ from typing import Any
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from lightning_llm.data.datamodule import fixed_batches, load_rows, resolve_tokenizer, split_train_val, train_loader
-from lightning_llm.data.tokenizer import Tokenizer
+from lightning_llm.data.datamodule import fixed_batches, resolve_tokenizer, train_loader
+from lightning_llm.data.loading import load_rows, split_train_val
 from lightning_llm.errors import ConfigError
+from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
+from lightning_llm.tokenizers import Tokenizer
 
 
 def template_fields(template: str) -> list[str]:
@@ -148,6 +150,9 @@ class SupervisedDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
+
+    def fit_context(self, model: LanguageModel) -> None:
+        """Examples are truncated to the model's context by the objective: nothing to check."""
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self, self._examples["train"], self.objective.collate)

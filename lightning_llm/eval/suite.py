@@ -9,12 +9,15 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from lightning_llm.data.tokenizer import Tokenizer
-from lightning_llm.errors import ConfigError
-from lightning_llm.eval.lm import NotApplicable, eval_lm
-from lightning_llm.eval.tasks import EvalEnv, PromptConfig, Task, build_task
+from lightning_llm.errors import ConfigError, unknown_key
+from lightning_llm.eval.tasks import EvalEnv, PromptTask, Task, build_task
+from lightning_llm.log import get_logger
+from lightning_llm.models import LanguageModel, family_of
+from lightning_llm.models.scoring import EvalLM, NotApplicable
+from lightning_llm.tokenizers import Tokenizer
+
+log = get_logger(__name__)
 
 SUMMARY_DEFINITION = (
     "mean over the tasks with a random_baseline of (score - baseline) / (1 - baseline) on the task's primary "
@@ -40,21 +43,19 @@ def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConf
     """Validate an `eval` config and build its tasks (no data or model work), so mistakes fail fast."""
     raw = OmegaConf.to_container(cfg_eval, resolve=True) if isinstance(cfg_eval, DictConfig) else dict(cfg_eval or {})
     known = {f.name for f in fields(SuiteConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"eval.{unknown[0]} is not an eval option: known are {sorted(known)} (see conf/eval/none.yaml)"
-        )
+    for key in raw:
+        if key not in known:
+            raise unknown_key(f"eval.{key}", known, "the eval suite (conf/eval/none.yaml)")
     suite = SuiteConfig(**raw)
     tasks = []
     for name, task_raw in (suite.tasks or {}).items():
         if not isinstance(task_raw, dict):
             raise ConfigError(f"eval.tasks.{name} must be a mapping (a task YAML from conf/eval/tasks/)")
         task = build_task(name, task_raw)
-        if suite.num_fewshot is not None and isinstance(task.config, PromptConfig):
-            task.config.num_fewshot = suite.num_fewshot
+        if suite.num_fewshot is not None and isinstance(task, PromptTask):
+            task.num_fewshot = suite.num_fewshot
         if suite.limit is not None:
-            task.config.limit = min(suite.limit, task.config.limit or suite.limit)
+            task.limit = min(suite.limit, task.limit or suite.limit)
         tasks.append(task)
     return suite, tasks
 
@@ -62,7 +63,7 @@ def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConf
 def run_task(task: Task, lm, env: EvalEnv, strict: bool) -> dict[str, Any]:
     """One task's result: its scores and description, or status skipped/error with a one-line reason."""
     started = time.perf_counter()
-    header = {"task": task.name, "type": task.config.type}
+    header = {"task": task.name, "type": task.type}
     try:
         result = {**header, "status": "ok", **task.run(lm, env), **task.describe()}
     except NotApplicable as reason:
@@ -101,16 +102,20 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def eval_lm(model: LanguageModel, tokenizer: Tokenizer, batch_size: int = 16, progress: bool = False) -> EvalLM:
+    """The evaluation interface for a model: its family's scorer."""
+    return family_of(model).scorer(model, tokenizer, batch_size, progress)
+
+
 def evaluate(
     cfg_eval: DictConfig | dict[str, Any],
-    model: nn.Module,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    family: str,
     output_dir: Path,
     seed: int,
     train_texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run every task of the suite `cfg_eval` on `model` (of `family`: gpt, bert or t5).
+    """Run every task of the suite `cfg_eval` on `model`.
 
     Returns a JSON-able dict: `tasks` (per task: status, metrics, n_samples, num_fewshot, prompt format and an
     example, metric definitions, seconds) and `summary`. Human-evaluation exports are written to `output_dir`.
@@ -123,7 +128,7 @@ def evaluate(
         cache_dir=suite.cache_dir,
         train_texts=train_texts,
     )
-    lm = eval_lm(model, tokenizer, family, suite.batch_size, suite.progress)
+    lm = eval_lm(model, tokenizer, suite.batch_size, suite.progress)
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, Any]] = {}
@@ -132,10 +137,16 @@ def evaluate(
             for task in tasks:
                 results[task.name] = result = run_task(task, lm, env, suite.strict)
                 if suite.progress:
-                    print(f"eval {task.name}: {_one_line(result)}")
+                    log.info("eval %s: %s", task.name, _one_line(result))
     finally:
         model.train(was_training)
-    return {"seed": env.seed, "family": family, "tasks": results, "summary": summarize(results)}
+    return {
+        "seed": env.seed,
+        "family": model.family,
+        "framing": lm.describe(),
+        "tasks": results,
+        "summary": summarize(results),
+    }
 
 
 def _one_line(result: dict[str, Any]) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import FinetuneMethod, freeze_all_but_task_head
-from lightning_llm.finetune.freeze import layer_stacks
+from lightning_llm.models import LanguageModel
 from lightning_llm.models.blocks import ACTIVATIONS
 
 
@@ -37,21 +40,23 @@ class WithAdapter(nn.Module):
         return h + self.adapter(h)
 
 
+@dataclass
 class Adapter(FinetuneMethod):
     """Insert a bottleneck adapter of `size` after every attention, cross-attention and MLP sub-layer."""
 
-    name = "adapter"
-    saves_trainable_only = True
+    name: ClassVar[str] = "adapter"
+    saves_trainable_only: ClassVar[bool] = True
+    size: int = 32
+    activation: str = "gelu"
 
-    def __init__(self, size: int = 32, activation: str = "gelu") -> None:
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"finetune.activation={activation!r} is unknown: use one of {list(ACTIVATIONS)}")
-        self.size, self.activation = size, activation
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"finetune.activation={self.activation!r} is unknown: use one of {list(ACTIVATIONS)}")
 
-    def apply(self, model: nn.Module) -> nn.Module:
+    def apply(self, model: LanguageModel) -> LanguageModel:
         freeze_all_but_task_head(model)
         dim = model.config.n_embd
-        for stack in layer_stacks(model):
+        for stack in model.layer_stacks():
             for block in stack:
                 for name in ("attn", "cross_attn", "mlp"):
                     inner = getattr(block, name, None)

@@ -1,31 +1,34 @@
 """The fine-tuning interface: a method transforms a model and says which of its weights train.
 
-Every method is one small module with the same four verbs (as NeMo's `peft_scheme` switch):
-`apply` (transform + freeze), `trainable_state_dict` (what a checkpoint must keep), `load_trainable`
-and `merge` (fold the trained part into plain weights, where that makes sense).
+Every method is one small module with the same verbs (as NeMo's `peft_scheme` switch): `apply` (transform +
+freeze), `trainable_state_dict` (what a checkpoint must keep), `load_trainable` and `merge` (fold the trained
+part into plain weights, where that makes sense). A method is a dataclass of its settings, so a checkpoint can
+record it as plain data (`describe`) and rebuild it without running code from the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from fnmatch import fnmatch
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
-
-#: Modules added for a downstream task (e.g. a classification head) train under every method.
-TASK_HEAD = "task_head"
+from lightning_llm.models import LanguageModel
 
 
 class FinetuneMethod:
-    """Base: pretraining from scratch or continued pretraining; nothing is frozen or added."""
+    """Base of the methods; subclasses are dataclasses whose fields are the method's settings."""
 
-    name = "none"
+    name: ClassVar[str]
     #: Whether checkpoints keep only the trained weights (plus a reference to the base checkpoint).
-    saves_trainable_only = False
+    saves_trainable_only: ClassVar[bool] = False
+    #: Whether the method adapts a pretrained model (every method but `none`, which trains from scratch).
+    adapts_pretrained: ClassVar[bool] = True
 
-    def apply(self, model: nn.Module) -> nn.Module:
+    def apply(self, model: LanguageModel) -> LanguageModel:
         """Transform `model` in place (add modules, freeze weights) and return it."""
         return model
 
@@ -48,21 +51,33 @@ class FinetuneMethod:
         """Fold added weights into the base so the model is plain again (a no-op unless the method adds any)."""
         return model
 
-
-def freeze_all_but_task_head(model: nn.Module) -> None:
-    """Freeze every weight except those of a task head (see TASK_HEAD)."""
-    for name, param in model.named_parameters():
-        param.requires_grad = name.split(".")[0] == TASK_HEAD
+    def describe(self) -> dict[str, Any]:
+        """The method as plain data: `{"method": name, "settings": {...}}` (what checkpoints record)."""
+        return {"method": self.name, "settings": dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}}
 
 
-def matching_linears(model: nn.Module, patterns: list[str]) -> list[tuple[str, nn.Linear]]:
+@dataclasses.dataclass
+class NoFinetuning(FinetuneMethod):
+    """Pretraining from scratch, or continued pretraining of every weight: nothing is frozen or added."""
+
+    name: ClassVar[str] = "none"
+    adapts_pretrained: ClassVar[bool] = False
+
+
+def freeze_all_but_task_head(model: LanguageModel) -> None:
+    """Freeze every weight except those of the model's task head, if it has one."""
+    model.requires_grad_(False)
+    if model.task_head is not None:
+        model.task_head.requires_grad_(True)
+
+
+def matching_linears(model: LanguageModel, patterns: list[str]) -> list[tuple[str, nn.Linear]]:
     """Linear layers whose qualified name matches any glob pattern (e.g. `*attn.qkv`), task heads excluded."""
+    head = set(map(id, model.task_head.modules())) if model.task_head is not None else set()
     found = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-        and not name.startswith(TASK_HEAD)
-        and any(fnmatch(name, pattern) for pattern in patterns)
+        if isinstance(module, nn.Linear) and id(module) not in head and any(fnmatch(name, p) for p in patterns)
     ]
     if not found:
         raise ConfigError(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
+from typing import ClassVar
 
 from lightning_llm.finetune.base import FinetuneMethod
+from lightning_llm.models import LanguageModel
 
 
+@dataclass
 class Full(FinetuneMethod):
     """Every weight of the pretrained model (and any task head) trains."""
 
-    name = "full"
+    name: ClassVar[str] = "full"
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        for param in model.parameters():
-            param.requires_grad = True
+    def apply(self, model: LanguageModel) -> LanguageModel:
+        model.requires_grad_(True)
         return model

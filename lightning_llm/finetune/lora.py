@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import FinetuneMethod, freeze_all_but_task_head, matching_linears, replace_module
+from lightning_llm.models import LanguageModel
 
 DEFAULT_TARGETS = ["*attn.qkv", "*attn.q", "*attn.kv", "*attn.proj"]
 
@@ -36,23 +40,27 @@ class LoRALinear(nn.Module):
         return (self.lora_b @ self.lora_a) * self.scaling
 
 
+@dataclass
 class LoRA(FinetuneMethod):
     """Wrap every linear layer matching `target_modules` with a LoRA update; everything else is frozen."""
 
-    name = "lora"
-    saves_trainable_only = True
+    name: ClassVar[str] = "lora"
+    saves_trainable_only: ClassVar[bool] = True
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
 
-    def __init__(
-        self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, target_modules: list[str] | None = None
-    ) -> None:
-        self.rank, self.alpha, self.dropout = rank, alpha, dropout
-        self.target_modules = list(target_modules or DEFAULT_TARGETS)
+    def __post_init__(self) -> None:
+        self.target_modules = list(self.target_modules or DEFAULT_TARGETS)
+        if self.rank < 1:
+            raise ConfigError(f"finetune.rank={self.rank} must be at least 1")
 
     def wrap_base(self, linear: nn.Linear) -> nn.Module:
         """The frozen base layer the LoRA update sits on (QLoRA quantizes it here)."""
         return linear
 
-    def apply(self, model: nn.Module) -> nn.Module:
+    def apply(self, model: LanguageModel) -> LanguageModel:
         freeze_all_but_task_head(model)
         for name, linear in matching_linears(model, self.target_modules):
             wrapped = LoRALinear(

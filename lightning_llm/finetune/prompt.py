@@ -3,11 +3,14 @@ every model weight stays frozen."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import FinetuneMethod, freeze_all_but_task_head
+from lightning_llm.models import LanguageModel
 
 
 class VirtualTokens(nn.Module):
@@ -25,22 +28,20 @@ class VirtualTokens(nn.Module):
         return torch.cat((self.embeddings.to(x.dtype).expand(x.size(0), -1, -1), x), dim=1)
 
 
+@dataclass
 class PromptTuning(FinetuneMethod):
     """`num_virtual_tokens` embeddings, initialised from randomly chosen vocabulary embeddings, are all that
-    trains; the model's prefix seam (`model.prefix`) prepends them and drops their outputs."""
+    trains; the model's prefix seam prepends them and drops their outputs."""
 
-    name = "prompt"
-    saves_trainable_only = True
+    name: ClassVar[str] = "prompt"
+    saves_trainable_only: ClassVar[bool] = True
+    num_virtual_tokens: int = 20
+    init_seed: int = 0
 
-    def __init__(self, num_virtual_tokens: int = 20, init_seed: int = 0) -> None:
-        self.num_virtual_tokens, self.init_seed = num_virtual_tokens, init_seed
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        if not hasattr(model, "prefix"):
-            raise ConfigError(f"finetune=prompt needs a model with a prefix seam; {type(model).__name__} has none")
+    def apply(self, model: LanguageModel) -> LanguageModel:
         freeze_all_but_task_head(model)
-        vocab = model.wte.weight
+        vocab = model.input_embeddings().weight
         generator = torch.Generator().manual_seed(self.init_seed)
         ids = torch.randint(4, vocab.size(0), (self.num_virtual_tokens,), generator=generator)
-        model.prefix = VirtualTokens(vocab.detach()[ids.to(vocab.device)].clone())
+        model.attach_prefix(VirtualTokens(vocab.detach()[ids.to(vocab.device)].clone()))
         return model

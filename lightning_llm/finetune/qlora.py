@@ -6,19 +6,18 @@ about 5x faster on CPU than torchao's NF4 tensor, so it is the backend here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import replace_module
 from lightning_llm.finetune.lora import LoRA, plain_linear
+from lightning_llm.models import LanguageModel
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _in_blocks(name: str) -> bool:
-    """Linear layers inside transformer blocks (embeddings, the LM head and task heads stay as they are)."""
-    return name.split(".")[0] in ("blocks", "encoder", "decoder")
 
 
 def quantize_nf4(linear: nn.Linear, compute_dtype: torch.dtype, quant_type: str = "nf4") -> nn.Module:
@@ -41,28 +40,32 @@ def quantize_nf4(linear: nn.Linear, compute_dtype: torch.dtype, quant_type: str 
     return quantized.to(linear.weight.device)
 
 
+@dataclass
 class QLoRA(LoRA):
     """LoRA whose frozen base layers are 4-bit NF4; LoRA weights stay in full precision."""
 
-    name = "qlora"
+    name: ClassVar[str] = "qlora"
+    compute_dtype: str = "float32"
+    quant_type: str = "nf4"
 
-    def __init__(self, compute_dtype: str = "float32", quant_type: str = "nf4", **lora: object) -> None:
-        super().__init__(**lora)
-        if compute_dtype not in _DTYPES:
-            raise ConfigError(f"finetune.compute_dtype={compute_dtype!r} is unknown: use one of {list(_DTYPES)}")
-        if quant_type not in ("nf4", "fp4"):
-            raise ConfigError(f"finetune.quant_type={quant_type!r} is unknown: use nf4 or fp4")
-        self.compute_dtype, self.quant_type = _DTYPES[compute_dtype], quant_type
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compute_dtype not in _DTYPES:
+            raise ConfigError(f"finetune.compute_dtype={self.compute_dtype!r} is unknown: use one of {list(_DTYPES)}")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"finetune.quant_type={self.quant_type!r} is unknown: use nf4 or fp4")
 
     def wrap_base(self, linear: nn.Linear) -> nn.Module:
-        return quantize_nf4(linear, self.compute_dtype, self.quant_type)
+        return quantize_nf4(linear, _DTYPES[self.compute_dtype], self.quant_type)
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        """LoRA on the target layers, then every other block linear layer is stored in 4 bits as well."""
+    def apply(self, model: LanguageModel) -> LanguageModel:
+        """LoRA on the target layers, then every other linear layer of the block stacks is stored in 4 bits too
+        (embeddings, the LM head and task heads stay as they are)."""
         super().apply(model)
-        for name, module in list(model.named_modules()):
-            if type(module) is nn.Linear and not module.weight.requires_grad and _in_blocks(name):
-                replace_module(model, name, quantize_nf4(module, self.compute_dtype, self.quant_type))
+        for stack in model.layer_stacks():
+            for name, module in list(stack.named_modules()):
+                if type(module) is nn.Linear and not module.weight.requires_grad:
+                    replace_module(stack, name, self.wrap_base(module))
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
-"""Interoperability with Hugging Face: import pretrained checkpoints, export ours, use their tokenizers."""
+"""Interoperability with Hugging Face: import pretrained checkpoints, export ours (the families' converters
+say how names and configs map; this package reads and writes the folders)."""
 
 from lightning_llm.interop.hf import ImportInfo, export_hf, load_hf_model
-from lightning_llm.interop.tokenizer import HFTokenizer, export_tokenizer, load_tokenizer_bytes
 
-__all__ = ["HFTokenizer", "ImportInfo", "export_hf", "export_tokenizer", "load_hf_model", "load_tokenizer_bytes"]
+__all__ = ["ImportInfo", "export_hf", "load_hf_model"]

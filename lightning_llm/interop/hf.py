@@ -13,22 +13,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
-from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.errors import ConfigError
-from lightning_llm.interop.checkpoint import TensorSource, read_config, resolve_folder
-from lightning_llm.interop.families import (
-    ARCHITECTURES,
-    Entry,
-    architecture_of,
-    canonical_names,
-    config_from_hf,
-    config_to_hf,
-    layout,
-)
-from lightning_llm.interop.tokenizer import export_tokenizer
-from lightning_llm.models import MODEL_CLASSES
+from lightning_llm.interop.folder import TensorSource, read_config, resolve_folder
+from lightning_llm.models import Family, LanguageModel, families, family_of
+from lightning_llm.models.hf_mapping import Entry, HFArchitecture, HFConverter
+from lightning_llm.tokenizers import Tokenizer
+from lightning_llm.tokenizers.export import export_tokenizer
 
 _SHOWN = 5  # names listed in an error line before "and N more"
 
@@ -37,7 +28,7 @@ _SHOWN = 5  # names listed in an error line before "and N more"
 class ImportInfo:
     """What `load_hf_model` did."""
 
-    family: str  # ours: gpt, bert or t5
+    family: str  # ours (a registered family's name)
     architecture: str  # the source class, e.g. LlamaForCausalLM
     model_type: str  # config.json's model_type
     source: str  # the local folder read
@@ -64,20 +55,50 @@ def _combine(tensors: list[torch.Tensor], entry: Entry) -> torch.Tensor | None:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
 
 
-def load_hf_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, ImportInfo]:
+def architecture_of(hf: dict[str, Any], where: str) -> tuple[str, HFArchitecture, Family]:
+    """The (class name, architecture, family) config.json describes; ConfigError naming it when no family reads it."""
+    converters = {
+        name: family for family in families().values() if family.converter for name in family.converter.architectures
+    }
+    names = hf.get("architectures") or []
+    name = names[0] if names else None
+    if name is None:
+        defaults = {
+            model_type: cls
+            for family in families().values()
+            if family.converter
+            for model_type, cls in family.converter.default_architecture.items()
+        }
+        name = defaults.get(str(hf.get("model_type")))
+    if name not in converters:
+        what = f"architecture {name!r}" if name else f"model_type {hf.get('model_type')!r}"
+        raise ConfigError(f"{where}: {what} is not supported: use one of {', '.join(converters)}")
+    family = converters[name]
+    return name, family.converter.architectures[name], family
+
+
+def config_from_hf(hf: dict[str, Any], where: str) -> tuple[Any, list[str], str, HFArchitecture, Family]:
+    """Our ModelConfig for a config.json (plus notes, the class name, its architecture and our family)."""
+    name, arch, family = architecture_of(hf, where)
+    config, notes = family.converter.config_from_hf(hf, arch, where)
+    return config, notes, name, arch, family
+
+
+def load_hf_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[LanguageModel, ImportInfo]:
     """Build our model from a Hugging Face model folder (or hub id) and load its converted weights.
 
-    Supports GPT-2, Llama, Mistral, Qwen2, BERT (with or without pooler / MLM head) and T5 (v1.0 and v1.1).
-    The model comes back in eval mode, in `dtype`; its config carries the checkpoint's dropout.
-    Unknown architectures, missing files or tensors and shape mismatches raise ConfigError.
+    Reads every architecture a registered family's converter lists (GPT-2, Llama, Mistral, Qwen2, BERT with or
+    without pooler / MLM head, T5 v1.0 and v1.1). The model comes back in eval mode, in `dtype`; its config
+    carries the checkpoint's dropout. Unknown architectures, missing files or tensors and shape mismatches raise
+    ConfigError.
     """
     folder = resolve_folder(path)
     hf_config = read_config(folder)
-    name, arch = architecture_of(hf_config, str(folder))
-    config, notes = config_from_hf(hf_config, arch, str(folder))
+    config, notes, name, arch, family = config_from_hf(hf_config, str(folder))
+    converter: HFConverter = family.converter
     source = TensorSource(folder)
-    names, aliases = canonical_names(source.keys(), arch)
-    entries = layout(config, arch)
+    names, aliases = converter.canonical_names(source.keys(), arch)
+    entries = converter.layout(config, arch)
 
     missing_groups = set()
     for group in {e.group for e in entries if e.group}:
@@ -91,7 +112,7 @@ def load_hf_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -
     if absent:
         raise ConfigError(f"{folder}: {name} checkpoint lacks {len(absent)} tensors: {_listing(absent)}")
 
-    model = MODEL_CLASSES[arch.family](config)
+    model = family.build(config)
     state = model.state_dict()
     used: set[str] = set()
     mismatched = []
@@ -116,7 +137,7 @@ def load_hf_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -
     loaded = {e.ours for e in entries if e.group not in missing_groups}
     loaded |= {"lm_head.weight"} if config.tie_embeddings else set()
     info = ImportInfo(
-        family=arch.family,
+        family=family.name,
         architecture=name,
         model_type=str(hf_config.get("model_type")),
         source=str(folder),
@@ -134,27 +155,29 @@ def load_hf_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -
     return model.to(dtype).eval(), info
 
 
-def export_hf(model: nn.Module, out_dir: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Path:
+def export_hf(model: LanguageModel, out_dir: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Path:
     """Write `model` as a Hugging Face model folder: config.json, model.safetensors and, given one, the tokenizer.
 
-    GPT becomes GPT2LMHeadModel (learned positions, layernorm) or LlamaForCausalLM (RoPE, RMSNorm, gated MLP;
-    Qwen2ForCausalLM with biases on q/k/v only); BERT becomes BertForMaskedLM (plus its pooler, which BertModel
-    loads); T5 becomes T5ForConditionalGeneration. A config with no Hugging Face equivalent raises ConfigError
-    naming the knob. Returns the folder.
+    The family's converter picks the class (GPT: GPT2LMHeadModel or LlamaForCausalLM / Qwen2ForCausalLM; BERT:
+    BertForMaskedLM plus its pooler; T5: T5ForConditionalGeneration). A config with no Hugging Face equivalent
+    raises ConfigError naming the knob. Returns the folder.
     """
-    if getattr(model, "prefix", None) is not None:
-        raise ConfigError("the model has a prompt-tuning prefix (model.prefix), which Hugging Face models lack")
+    converter = family_of(model).converter
+    if converter is None:
+        raise ConfigError(f"model family {model.family!r} has no Hugging Face mapping: it cannot be exported")
+    if model.prefix is not None or model.task_head is not None:
+        raise ConfigError("the model has a prompt-tuning prefix or a task head, which Hugging Face models lack")
     ids = {name: getattr(tokenizer or Tokenizer, f"{name}_id") for name in ("pad", "unk", "bos", "eos")}
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ConfigError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size={model.config.vocab_size}: "
             "export the tokenizer the model was trained with"
         )
-    arch_name, hf_config, hf_view = config_to_hf(model, ids)
-    arch = ARCHITECTURES[arch_name]
+    arch_name, hf_config, hf_view = converter.config_to_hf(model, ids)
+    arch = converter.architectures[arch_name]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
-    for entry in layout(hf_view, arch):
+    for entry in converter.layout(hf_view, arch):
         tensor = state.get(entry.ours)
         if tensor is None:  # a bias the Hugging Face class has and ours does not: zeros are the same function
             tensor = torch.zeros(state[entry.ours.removesuffix(".bias") + ".weight"].shape[0], dtype=_dtype(state))
@@ -167,8 +190,7 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike, tokenizer: Tokenizer
         parts = tensor.split(sizes, dim=0) if len(entry.hf) > 1 else [tensor]
         for hf_name, part in zip(entry.hf, parts, strict=True):
             tensors[hf_name] = part.clone().contiguous()
-    if arch_name == "BertForMaskedLM" and not hf_view.n_token_types:
-        tensors["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, hf_view.n_embd, dtype=_dtype(state))
+    tensors.update(converter.extra_export_tensors(arch_name, hf_view, _dtype(state)))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

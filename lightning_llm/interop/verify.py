@@ -9,24 +9,20 @@ import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.models import family_of
 
 
 def compare_with_transformers(
     model: nn.Module, out_dir: str | os.PathLike, batch: int = 2, length: int = 12, seed: int = 0
 ) -> float:
-    """Load `out_dir` with transformers' Auto class for the model's family and return the largest absolute
+    """Load `out_dir` with the transformers Auto class the model's family names and return the largest absolute
     logit difference to `model` on a random batch (the second row padded, with an attention mask)."""
     try:
         import transformers
     except ImportError as err:
         raise ConfigError("verifying an export needs transformers: pip install transformers") from err
-    family = getattr(model, "family", "")
-    auto = {
-        "gpt": transformers.AutoModelForCausalLM,
-        "bert": transformers.AutoModelForMaskedLM,
-        "t5": transformers.AutoModelForSeq2SeqLM,
-    }[family]
-    hf = auto.from_pretrained(out_dir).float().eval()
+    converter = family_of(model).converter
+    hf = getattr(transformers, converter.auto_class).from_pretrained(out_dir).float().eval()
     generator = torch.Generator().manual_seed(seed)
     length = min(length, model.config.block_size)
     ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=generator)
@@ -37,14 +33,6 @@ def compare_with_transformers(
     training = ours.training
     ours.eval()
     with torch.no_grad():
-        if family == "t5":
-            dec = torch.randint(0, model.config.vocab_size, (batch, length // 2 + 1), generator=generator)
-            a = ours(ids, dec, mask)
-            b = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-        elif family == "bert":
-            a, b = ours(ids, mask), hf(input_ids=ids, attention_mask=mask).logits
-        else:  # causal: compare the unpadded positions (padding on the right does not change them)
-            a, b = ours(ids, mask), hf(input_ids=ids, attention_mask=mask).logits
-            a, b = a * mask[..., None], b * mask[..., None]
+        a, b = converter.compare_logits(ours, hf, ids, mask, generator)
     ours.train(training)
     return (a - b).abs().max().item()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
-if TYPE_CHECKING:
-    from lightning_llm.data.tokenizer import Tokenizer
+from lightning_llm.models import LanguageModel
+from lightning_llm.tokenizers import Tokenizer
 
 IGNORE_INDEX = -100
 
@@ -29,11 +29,12 @@ class ObjectiveOutput:
 class Objective:
     """Base class: one datamodule serves every objective; each decides collation, labels and loss."""
 
-    #: Model families this objective can train (checked at start-up).
-    model_families: tuple[str, ...] = ()
+    #: Model architectures this objective can train (`LanguageModel.architecture`; checked at start-up).
+    architectures: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.tokenizer: Tokenizer | None = None
+        self.model: LanguageModel | None = None
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -47,8 +48,14 @@ class Objective:
     def bind_labels(self, labels: list[str] | None) -> None:
         """Called by a supervised datamodule with the task's class names (None for generation tasks)."""
 
-    def prepare_model(self, model: nn.Module) -> None:
-        """Called once the model exists, before weights load: e.g. attach a task head, note the family."""
+    def prepare_model(self, model: LanguageModel) -> None:
+        """Called once the model exists, before weights load: e.g. attach a task head."""
+        self.model = model
+
+    @property
+    def max_length(self) -> int:
+        """The tokens one example may hold: the model's context less any prefix (prompt tuning) it has."""
+        return self.model.context_length
 
     @property
     def first_regular_id(self) -> int:

@@ -1,4 +1,5 @@
-"""Sequence classification: a linear head on BERT's pooled output or on GPT's last real token."""
+"""Sequence classification: a linear head on the model's classification features (an encoder's pooled output,
+a decoder's last real token)."""
 
 from __future__ import annotations
 
@@ -10,43 +11,34 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightning_llm.finetune.base import TASK_HEAD
+from lightning_llm.models import LanguageModel
 from lightning_llm.objectives.base import Objective, ObjectiveOutput
-from lightning_llm.objectives.sft import pad
+from lightning_llm.tokenizers import pad_rows
 
 
 class SequenceClassification(Objective):
     """Examples carry `prompt_ids` and a class index `label`; cross-entropy over the classes."""
 
-    model_families = ("bert", "gpt")
+    architectures = ("encoder", "decoder")
 
     def __init__(self) -> None:
         super().__init__()
         self.labels: list[str] = []
-        self.family, self.model = "bert", None
 
     def bind_labels(self, labels: list[str] | None) -> None:
         self.labels = list(labels or [])
 
-    def prepare_model(self, model: nn.Module) -> None:
+    def prepare_model(self, model: LanguageModel) -> None:
         """Attach the task head (`model.task_head`), which trains under every fine-tuning method."""
-        self.family, self.model = model.family, model
+        super().prepare_model(model)
         if not self.labels:
             raise RuntimeError("bind_labels must run before prepare_model")
-        head = nn.Linear(model.config.n_embd, len(self.labels))
-        nn.init.normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
-        setattr(model, TASK_HEAD, head)
-
-    @property
-    def max_length(self) -> int:
-        """The model's context less any prefix a fine-tuning method prepends (prompt tuning)."""
-        return self.model.config.block_size - getattr(self.model.prefix, "length", 0)
+        model.attach_task_head(len(self.labels))
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer
-        rows = [[tok.bos_id, *ex["prompt_ids"][: self.max_length - 2], tok.eos_id] for ex in examples]
-        input_ids = pad(rows, tok.pad_id)
+        rows = [[*tok.sequence_start, *ex["prompt_ids"][: self.max_length - 2], tok.eos_id] for ex in examples]
+        input_ids = pad_rows(rows, tok.pad_id)
         return {
             "input_ids": input_ids,
             "attention_mask": (input_ids != tok.pad_id).long(),
@@ -56,12 +48,7 @@ class SequenceClassification(Objective):
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         mask = batch["attention_mask"]
         hidden = model.encode(batch["input_ids"], mask)
-        if self.family == "bert":
-            features = model.pool(hidden)
-        else:  # the last real token has read the whole sequence
-            last = mask.sum(dim=1) - 1
-            features = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
-        logits = getattr(model, TASK_HEAD)(features)
+        logits = model.task_head(model.classification_features(hidden, mask))
         loss = F.cross_entropy(logits.float(), batch["labels"])
         return ObjectiveOutput(loss, logits, batch["labels"], int(mask.sum().item()))
 

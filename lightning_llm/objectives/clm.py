@@ -18,7 +18,7 @@ class CausalLM(Objective):
     Windows overlap by one token, so every token of the stream is a label exactly once.
     """
 
-    model_families = ("gpt",)
+    architectures = ("decoder",)
 
     def block_layout(self, block_size: int) -> tuple[int, int]:
         return block_size + 1, block_size
@@ -38,6 +38,7 @@ class CausalLM(Objective):
     def sample(self, model: nn.Module, prompt: str, max_new_tokens: int, **sampling: Any) -> str:
         tok = self.tokenizer
         device = next(model.parameters()).device
-        ids = torch.tensor([[tok.bos_id, *tok.encode(prompt)]], device=device)
+        prompt_ids = (tok.sequence_start + tok.encode(prompt)) or [tok.eos_id]
+        ids = torch.tensor([prompt_ids], device=device)
         out = model.generate(ids, max_new_tokens, eos_id=tok.eos_id, **sampling)
-        return tok.decode(out[0, 1:].tolist())
+        return tok.decode(out[0, len(tok.sequence_start) :].tolist())

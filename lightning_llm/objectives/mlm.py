@@ -10,17 +10,15 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_llm.data.tokenizer import Tokenizer
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
-
-MASK_TOKEN = "<mask>"
+from lightning_llm.tokenizers import MASK_TOKEN, Tokenizer
 
 
 class MaskedLM(Objective):
     """BERT masking: pick `mask_prob` of the non-special tokens; of those, 80% become <mask>, 10% a random
     token, 10% stay. The loss covers the picked positions only. Blocks are framed as <s> ... </s>."""
 
-    model_families = ("bert",)
+    architectures = ("encoder",)
 
     def __init__(self, mask_prob: float = 0.15, replace_mask: float = 0.8, replace_random: float = 0.1) -> None:
         super().__init__()

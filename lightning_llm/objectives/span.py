@@ -11,10 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.objectives.base import Objective, ObjectiveOutput, token_cross_entropy
-
-
-def sentinel(i: int) -> str:
-    return f"<extra_id_{i}>"
+from lightning_llm.tokenizers import sentinel
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
@@ -68,7 +65,7 @@ class SpanCorruption(Objective):
     """Inputs: the block with each noise span replaced by a sentinel, then eos (exactly the block size).
     Targets: each sentinel followed by the span it hides, then eos. Noise density 0.15, mean span 3."""
 
-    model_families = ("t5",)
+    architectures = ("encoder-decoder",)
 
     def __init__(self, noise_density: float = 0.15, mean_span_length: float = 3.0, num_sentinels: int = 100) -> None:
         super().__init__()

@@ -1,0 +1,75 @@
+"""Reading and writing checkpoint files safely: nothing in a file runs code, a crash never leaves half a file.
+
+Every load uses `torch.load(weights_only=True)`: tensors and plain data only (our checkpoints keep configs,
+tokenizers and fine-tuning settings as plain data so they load that way); a pickle that asks for anything else
+is refused in one line, not executed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from lightning_llm.errors import ConfigError
+from lightning_llm.log import get_logger
+
+log = get_logger(__name__)
+TEMP_MARK = ".tmp"  # temporary checkpoint files: .<name>.tmp<pid>
+
+
+def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` onto the CPU, memory-mapped when the format allows; one-line errors."""
+    path = Path(path)
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{what} {path} does not exist") from err
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in reason or "weights_only" in str(err):
+            reason = "it holds objects other than tensors and plain data (refused: loading it could run code)"
+        raise ConfigError(f"cannot read {what} {path}: {reason}") from err
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary checkpoint files a crashed write left behind (they can fill a disk); return them."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(f".*{TEMP_MARK}*") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d stale temporary checkpoint file(s) in %s", len(stale), folder)
+    return stale
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes a crash cannot half-finish (a temporary file renamed over the target) and loads that
+    never run code (weights_only). A failed write (a full disk) removes its temporary file and says which
+    checkpoint is still the last good one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            kept = f"{path} (the previous one) is kept" if path.exists() else "no earlier checkpoint exists"
+            raise ConfigError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from err
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        checkpoint = load_torch_file(path)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ConfigError(f"{path} is not a training checkpoint (no state_dict): give a .ckpt a run wrote")
+        return checkpoint

@@ -1,0 +1,42 @@
+"""`python -m lightning_llm export <checkpoint or run dir> <out dir>`: one of our checkpoints as a Hugging Face
+model folder (config.json, model.safetensors, tokenizer files) that transformers' Auto classes load."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a .ckpt file or a run folder (its checkpoints/last.ckpt)")
+    parser.add_argument("out_dir", help="the Hugging Face model folder to write (must not exist or be empty)")
+    parser.add_argument("--no-tokenizer", action="store_true", help="write the model only")
+    parser.add_argument("--verify", action="store_true", help="load it with transformers and compare logits")
+
+
+def run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, resolve_checkpoint_path
+    from lightning_llm.errors import ConfigError
+    from lightning_llm.interop.hf import export_hf
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"out_dir {out} is not empty: choose a new folder (nothing is overwritten)")
+    source = resolve_checkpoint_path(args.checkpoint, key="checkpoint")
+    pretrained = load_pretrained(source, key="checkpoint")
+    extra = sorted(k for k in pretrained.state_dict if k.split(".")[0] in ("prefix", "task_head"))
+    if extra:
+        raise ConfigError(f"{source}: weights {extra[0]!r} (a prompt prefix or task head) have no Hugging Face place")
+    model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
+    load_weights(model, pretrained.state_dict, str(source))
+    model.eval()
+    written = export_hf(model, out, None if args.no_tokenizer else pretrained.tokenizer)
+    print(f"wrote {', '.join(sorted(p.name for p in written.iterdir()))} to {written}")
+    if args.verify:
+        from lightning_llm.interop.verify import compare_with_transformers
+
+        diff = compare_with_transformers(model, written)
+        print(f"transformers loads it: max |logit difference| = {diff:.2e}")
+        if diff > 1e-4:
+            raise ConfigError(f"the export differs from the checkpoint by {diff:.2e} > 1e-4 in logits")

@@ -1,0 +1,93 @@
+"""Reading rows: an embedded corpus, a local file or folder, or a `datasets` name; columns, splits, files of texts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.errors import ConfigError
+
+_BUILDERS = {
+    ".txt": "text",
+    ".md": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
+
+
+def looks_local(path: str) -> bool:
+    """Whether `data.path` names a local file or folder (rather than a `datasets` hub name)."""
+    return path.startswith((".", "/", "~")) or Path(path).suffix in _BUILDERS or os.path.exists(path)
+
+
+def check_data_path(path: str) -> None:
+    """Fail fast, before any loading, on a local data path that does not exist."""
+    if not is_embedded(path) and looks_local(path) and not Path(path).expanduser().exists():
+        raise ConfigError(f"data.path={path!r} does not exist: give an existing file or folder, or a `datasets` name")
+
+
+def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):
+    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name."""
+    import datasets
+
+    check_data_path(path)
+    source = str(materialize_embedded(path, cache_dir)) if is_embedded(path) else path
+    cache = str(Path(cache_dir) / "datasets")
+    try:
+        if not looks_local(source):
+            return datasets.load_dataset(source, name, split=split, cache_dir=cache)
+        local = Path(source).expanduser()
+        files = sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS) if local.is_dir() else [str(local)]
+        suffixes = {Path(f).suffix for f in files}
+        builders = {_BUILDERS.get(s) for s in suffixes}
+        if not files or None in builders or len(builders) != 1:
+            raise ConfigError(
+                f"data.path={path!r} holds no readable files of one kind: "
+                f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
+            )
+        builder = builders.pop()
+        extra = {"sample_by": sample_by} if builder == "text" else {}
+        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ConnectionError, ValueError) as err:
+        raise ConfigError(
+            f"data.path={path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
+            "give a local file or folder, or a `datasets` name reachable online"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"data.path={path!r} is not valid UTF-8 text ({err.reason})") from err
+
+
+def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "data"):
+    """Keep `columns` ({our name: the data's column}) under our names; name a missing column in one line."""
+    for ours, theirs in columns.items():
+        if theirs not in ds.column_names:
+            key = key_prefix if "." in key_prefix else f"{key_prefix}.{ours}_column"
+            raise ConfigError(f"{key}={theirs!r} is not a column of {path!r}: its columns are {ds.column_names}")
+    ds = ds.select_columns(list(dict.fromkeys(columns.values())))
+    renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
+    return ds.rename_columns(renames) if renames else ds
+
+
+def read_texts(path: str) -> list[str]:
+    """Texts of a local .txt (one per line) or .jsonl file (every string value of every row)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"data.decontaminate_paths has {path!r}, which does not exist")
+    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.suffix not in (".jsonl", ".json"):
+        return lines
+    return [v for row in map(json.loads, lines) for v in row.values() if isinstance(v, str)]
+
+
+def split_train_val(ds, val_fraction: float, seed: int, path: str):
+    """A deterministic document-level split (independent of the run's seed)."""
+    if len(ds) < 2:
+        raise ConfigError(f"data.path={path!r} has {len(ds)} document: at least 2 are needed for train/val")
+    splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
+    return splits["train"], splits["test"]

@@ -1,0 +1,61 @@
+"""Catastrophic forgetting: the base objective's validation loss, measured before and after fine-tuning."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+from lightning_llm.conf import load_option
+from lightning_llm.data.datamodule import TextDataModule
+from lightning_llm.log import get_logger
+from lightning_llm.models import LanguageModel, family_of
+from lightning_llm.tokenizers import Tokenizer
+
+log = get_logger(__name__)
+
+
+class ForgettingProbe:
+    """Validation batches of the model family's pretraining objective on a corpus, tokenized with the model's
+    tokenizer and cut into blocks of the run's size (not the model's full context, which can be 8192 tokens);
+    `measure(model)` gives the mean loss and perplexity over them."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        tokenizer: Tokenizer,
+        path: str,
+        block_size: int,
+        batch_size: int,
+        max_batches: int,
+        cache_dir: str | Path,
+    ) -> None:
+        self.objective = instantiate(load_option("objective", family_of(model).base_objective))
+        self.objective.prepare_model(model)
+        data = TextDataModule(
+            self.objective, tokenizer, path=path, block_size=block_size, batch_size=batch_size, cache_dir=str(cache_dir)
+        )
+        data.prepare_data()
+        self.batches = list(data.val_dataloader())[:max_batches]
+        self.block_size = block_size
+        self.seconds = 0.0
+
+    @torch.no_grad()
+    def measure(self, model: LanguageModel) -> dict[str, float]:
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        losses = [
+            self.objective.forward(model, {k: v.to(device) for k, v in batch.items()}).loss.item()
+            for batch in self.batches
+        ]
+        model.train(was_training)
+        loss = sum(losses) / len(losses)
+        seconds = time.perf_counter() - started
+        self.seconds += seconds
+        log.info("forgetting probe: %d batches of %d tokens in %.1f s", len(losses), self.block_size, seconds)
+        return {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 3), "seconds": round(seconds, 2)}

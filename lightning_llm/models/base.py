@@ -1,0 +1,91 @@
+"""The model-side interface: what every family's model offers the rest of the project.
+
+Objectives, fine-tuning methods, strategies and evaluation use these names instead of a family's name or its
+attribute layout; a new family subclasses `LanguageModel` and fills them in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from lightning_llm.models.blocks import ModelConfig
+
+Architecture = Literal["decoder", "encoder", "encoder-decoder"]
+
+
+class LanguageModel(nn.Module):
+    """Base of every family's model.
+
+    Seams: `prefix` (a module that prepends embeddings, e.g. prompt tuning's virtual tokens; its outputs are
+    dropped) and `task_head` (a downstream head, e.g. classification, trained under every fine-tuning method).
+    """
+
+    family: ClassVar[str]  # the registry name, recorded in checkpoints
+    architecture: ClassVar[Architecture]  # decoder-only, encoder-only, or encoder-decoder
+    defaults: ClassVar[dict[str, Any]] = {}  # ModelConfig values the family uses unless told otherwise
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.config = config or ModelConfig.from_kwargs({**self.defaults, **kwargs})
+        self.activation_checkpointing = False  # set from the model config's memory switch
+        self.prefix: nn.Module | None = None
+        self.task_head: nn.Module | None = None
+
+    # -- structure -----------------------------------------------------------------------------------
+    def layer_stacks(self) -> list[nn.ModuleList]:
+        """The stacks of transformer blocks (one for decoders and encoders; encoder and decoder for T5):
+        what fine-tuning selects layers from, FSDP shards, and QLoRA quantizes."""
+        raise NotImplementedError
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The token embedding table."""
+        return self.wte
+
+    # -- the prefix seam -------------------------------------------------------------------------------
+    def attach_prefix(self, prefix: nn.Module) -> None:
+        """Install a module that maps token embeddings (batch, time, dim) to longer ones (prefix first)."""
+        self.prefix = prefix
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions the prefix takes in front of every sequence (0 without one)."""
+        return int(getattr(self.prefix, "length", 0)) if self.prefix is not None else 0
+
+    @property
+    def context_length(self) -> int:
+        """Tokens a sequence may hold once the prefix has taken its positions."""
+        return self.config.block_size - self.prefix_length
+
+    # -- the task-head seam ----------------------------------------------------------------------------
+    def attach_task_head(self, num_classes: int) -> nn.Linear:
+        """A fresh classification head over `classification_features`."""
+        head = nn.Linear(self.config.n_embd, num_classes)
+        nn.init.normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+        self.task_head = head.to(self.input_embeddings().weight.device)
+        return head
+
+    def classification_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence (batch, n_embd) from `encode`'s hidden states, for a task head."""
+        raise NotImplementedError(f"{type(self).__name__} has no classification features")
+
+    # -- what the model computes -----------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
+        raise NotImplementedError
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count (tied weights once); optionally without the position table, as MFU wants."""
+        n = sum(p.numel() for p in self.parameters())
+        positions = getattr(self, "wpe", None)
+        if exclude_embeddings and positions is not None:
+            n -= positions.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token: 6N for the weights plus 12·L·d·T for attention (PaLM appendix B)."""
+        layers = sum(len(stack) for stack in self.layer_stacks())
+        return 6 * self.num_parameters(exclude_embeddings=True) + 12 * layers * self.config.n_embd * seq_len

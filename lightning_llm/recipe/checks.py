@@ -1,0 +1,107 @@
+"""Checks on the composed config that run before any heavy work (no data, no weights): one line each, naming
+the key and the fix."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import hydra.utils
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from lightning_llm.conf import group_options, load_option
+from lightning_llm.data.loading import check_data_path
+from lightning_llm.errors import ConfigError
+from lightning_llm.models import Family, family_of
+from lightning_llm.tokenizers import check_tokenizer_type
+
+
+def model_family(cfg: DictConfig) -> Family:
+    """The family the model group builds (from its `_target_` class)."""
+    return family_of(hydra.utils.get_class(cfg.model._target_))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, with one line naming the key and the fix, on a config that cannot run."""
+    check_tokenizer_type(cfg.tokenizer.type)
+
+    model_block, data_block = cfg.model.block_size, cfg.data.block_size
+    if data_block > model_block:
+        raise ConfigError(
+            f"data.block_size={data_block} exceeds the model's context model.block_size={model_block}: "
+            "lower data.block_size or raise model.block_size"
+        )
+    check_objective(cfg)
+    check_precision(cfg)
+    check_strategy(cfg)
+    check_data_path(cfg.data.path)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """The objective must train the model's architecture; name the objectives that would."""
+    family = model_family(cfg)
+    objective_cls = hydra.utils.get_class(cfg.objective._target_)
+    if family.architecture in objective_cls.architectures:
+        return
+    fitting = [
+        name
+        for name in group_options("objective")
+        if family.architecture in hydra.utils.get_class(load_option("objective", name)._target_).architectures
+    ]
+    raise ConfigError(
+        f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
+        f"use objective={' or objective='.join(fitting) or '(none yet)'}"
+    )
+
+
+def check_precision(cfg: DictConfig) -> None:
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
+        raise ConfigError(
+            f"precision={precision} needs NVIDIA Transformer Engine on a CUDA GPU: pip install transformer-engine, "
+            "or use precision=bf16-mixed"
+        )
+    if on_cpu and precision.startswith("16"):
+        raise ConfigError(
+            f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
+        )
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return cfg[group]._target_.rsplit(".", 1)[-1]
+
+
+def strategy_name(cfg: DictConfig) -> str:
+    """The trainer's strategy as a name (a `_target_` strategy by its class name)."""
+    strategy = cfg.trainer.get("strategy", "auto")
+    return strategy.get("_target_", "").rsplit(".", 1)[-1] if isinstance(strategy, DictConfig) else str(strategy)
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse strategy/hardware/method combinations that cannot run, saying what to use instead."""
+    strategy = strategy_name(cfg)
+    finetune = cfg.finetune._target_.rsplit(".", 1)[-1] if cfg.get("finetune") else ""
+    if strategy.startswith("deepspeed"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.strategy={strategy} needs CUDA GPUs and this machine has none: use trainer=fsdp "
+                "(sharded, also on CPU) or trainer=ddp"
+            )
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"trainer.strategy={strategy} needs the deepspeed package: pip install deepspeed")
+    if strategy == "xla" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("trainer=xla needs torch_xla on a TPU host: pip install torch_xla[tpu], or use trainer=gpu")
+    if strategy == "ModelParallelStrategy" and finetune == "QLoRA":
+        raise ConfigError(
+            "finetune=qlora cannot run under trainer=fsdp: FSDP cannot shard bitsandbytes' packed 4-bit weights; "
+            "use trainer=ddp (QLoRA's base is already 4x smaller) or finetune=lora with trainer=fsdp"
+        )

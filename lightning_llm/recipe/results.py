@@ -1,0 +1,54 @@
+"""What a run reports: one typed object that grows stage by stage and is written once, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file, then rename it over `path` (a crash never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+@dataclass
+class RunResults:
+    """results.json: status, what was run, data and model facts, metrics, evaluation, timing, outputs."""
+
+    status: str = "running"  # running | completed | partial | interrupted | diverged | failed
+    choices: dict[str, Any] = field(default_factory=dict)  # the config group options
+    overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
+    output_dir: str | None = None
+    threads: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    val_start: dict[str, float] | None = None  # validation before the first step
+    metrics: dict[str, float] = field(default_factory=dict)  # train/ and val/ scalars at the end
+    forgetting: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    fit_seconds: float | None = None
+    tokens_per_s: float | None = None
+    steps: int | None = None
+    tokens: int | None = None
+    wall_seconds: float | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[str, str] | None = None
+    replicas_in_sync: bool | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As results.json holds it: unset (None) entries left out."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def write(self, output_dir: Path) -> Path:
+        path = Path(output_dir) / "results.json"
+        write_json_atomic(path, self.to_dict())
+        return path

@@ -1,0 +1,374 @@
+"""The one path every run takes, as named stages (as torchtune's recipes):
+
+    check -> load_pretrained -> setup_data -> setup_model -> setup_finetune -> setup_trainer -> fit -> evaluate
+    -> report
+
+Each stage fills part of one `RunResults`, written once at the end (or when the run fails or is interrupted).
+Nothing touches the run folder before `check` has passed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lightning_llm.checkpoints import Pretrained, describe_pretrained, load_pretrained, load_weights
+from lightning_llm.conf import CONFIG_DIR
+from lightning_llm.errors import ConfigError, user_error_in
+from lightning_llm.eval import build_suite, evaluate
+from lightning_llm.eval.forgetting import ForgettingProbe
+from lightning_llm.finetune import FinetuneMethod, count_parameters
+from lightning_llm.log import get_logger, process_rank
+from lightning_llm.models import LanguageModel
+from lightning_llm.objectives import Objective
+from lightning_llm.recipe.checks import check_config, model_family
+from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
+from lightning_llm.recipe.provenance import provenance
+from lightning_llm.recipe.results import RunResults, write_json_atomic
+from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
+from lightning_llm.tokenizers import HFTokenizer, Tokenizer
+from lightning_llm.training.callbacks import SampleGeneration
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+log = get_logger(__name__)
+
+
+def set_num_threads(num_threads: int | None) -> int:
+    """Pin torch's intra-op threads (default: the cores this process may use); oversubscription stalls."""
+    n = num_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, logger) that has a `_target_`."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def is_multirun() -> bool:
+    """Whether this process runs one job of a Hydra multirun (sweep)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def hydra_info() -> dict[str, Any]:
+    """The chosen group options and the command-line overrides (empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"choices": dict(hc.runtime.choices), "overrides": list(hc.overrides.task)}
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """Write a failed trial's results.json (status, error) so the sweep summary reports it."""
+    err = user_error_in(err) or err
+    message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output_dir / "results.json", {"status": "failed", "error": message, **hydra_info()})
+    print(f"trial failed ({output_dir}): {message}", file=sys.stderr)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain data, interpolations resolved (Hydra's own node left out)."""
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }
+
+
+def known_top_level_keys() -> set[str]:
+    """The keys a run config may have at the top: conf/train.yaml's own and its groups'."""
+    train = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    groups = {next(iter(d)) for d in train.defaults if isinstance(d, DictConfig | dict)}
+    return {str(k) for k in train if k != "defaults"} | {g.split("@")[0] for g in groups}
+
+
+def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> LanguageModel:
+    """The model group's model, with its memory and speed switches applied."""
+    model = instantiate({k: v for k, v in model_cfg.items() if k not in MODEL_SWITCHES}, vocab_size=vocab_size)
+    model.activation_checkpointing = bool(model_cfg.get("activation_checkpointing"))
+    if model_cfg.get("compile"):
+        model.compile()  # in place: parameter names (and so checkpoints) stay as they are
+    return model
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/"))}
+
+
+def eval_scalars(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Numeric eval results as `eval/<task>/<metric>` for the loggers."""
+    out = {
+        f"eval/{task}/{name}": float(value)
+        for task, result in evaluation["tasks"].items()
+        for name, value in result.get("metrics", {}).items()
+        if isinstance(value, int | float)
+    }
+    out.update({f"eval/summary/{k}": float(v) for k, v in evaluation["summary"].items() if isinstance(v, int | float)})
+    return out
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    """Whether the model's parameters are sharded across ranks (FSDP2 DTensors)."""
+    return any(hasattr(p, "full_tensor") for p in model.parameters())
+
+
+class TrainingRecipe:
+    """One run of a composed config. `run()` calls the stages in order; tests and notebooks may call them too."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.paths.output_dir)
+        self.results = RunResults(**hydra_info(), seed=cfg.seed, output_dir=str(self.output_dir))
+        self.started = time.perf_counter()
+        self.ckpt_path: str | None = None
+        self.pretrained: Pretrained | None = None
+        self.objective: Objective | None = None
+        self.datamodule: Any = None
+        self.model: LanguageModel | None = None
+        self.finetune: FinetuneMethod | None = None
+        self.module: pl.LightningModule | None = None
+        self.trainer: pl.Trainer | None = None
+        self.probe: ForgettingProbe | None = None
+
+    # -- stages ------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Every key and type, the pretrained model's architecture (its config only), the config's
+        compatibility rules and the eval suite; nothing is loaded or written."""
+        cfg = self.cfg
+        validate_config(cfg, known_top_level_keys())
+        source = cfg.model.get("pretrained")
+        if source:
+            self.adopt_architecture(source)
+        check_config(cfg)
+        build_suite(cfg.get("eval"))
+        self.ckpt_path = cfg.get("ckpt_path") or (self.last_checkpoint() if cfg.get("resume") == "auto" else None)
+
+    def adopt_architecture(self, source: str) -> None:
+        """Make the pretrained model's architecture the run's (`data.block_size` etc. follow)."""
+        cfg = self.cfg
+        family, config = describe_pretrained(source)
+        expected = model_family(cfg).name
+        if family != expected:
+            raise ConfigError(
+                f"model.pretrained={source!r} is a '{family}' checkpoint but the model group builds "
+                f"'{expected}': use the model option of that family"
+            )
+        overridden = {
+            o.split("=", 1)[0][len("model.") :]: o.split("=", 1)[1]
+            for o in self.results.overrides
+            if o.startswith("model.")
+        }
+        with open_dict(cfg.model):
+            for key, value in config.items():
+                if key in ("vocab_size", "dropout"):
+                    continue
+                if key in overridden and str(value) != overridden[key]:
+                    raise ConfigError(
+                        f"model.{key}={overridden[key]} differs from the pretrained checkpoint's {value}: "
+                        "drop the override"
+                    )
+                cfg.model[key] = value
+
+    def last_checkpoint(self) -> str | None:
+        """The checkpoint `resume=auto` continues from: the run folder's last.ckpt, if there is one."""
+        path = self.output_dir / "checkpoints" / "last.ckpt"
+        return str(path) if path.is_file() else None
+
+    def load_pretrained(self) -> None:
+        """The pretrained weights and tokenizer (`model.pretrained`), after the checks."""
+        source = self.cfg.model.get("pretrained")
+        if source:
+            self.pretrained = load_pretrained(source)
+
+    def setup_data(self) -> None:
+        """Seed, threads, the objective, the tokenizer (the pretrained one, a Hugging Face one, or trained on the
+        data) and the datamodule, prepared (the model's vocabulary size comes from the tokenizer)."""
+        cfg = self.cfg
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            self.output_dir / "provenance.json", provenance(self.output_dir, cfg.seed, self.results.overrides)
+        )
+        self.results.threads = set_num_threads(cfg.get("num_threads"))
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.objective = instantiate(cfg.objective)
+        tokenizer = self.pretrained.tokenizer if self.pretrained and self.pretrained.tokenizer else None
+        tokenizer = tokenizer or self.tokenizer_config()
+        self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer)
+        self.datamodule.prepare_data()
+        self.results.data = self.datamodule.stats
+        self.results.tokenizer = {
+            "path": str(self.datamodule.tokenizer_path),
+            "trained_now": self.datamodule.tokenizer_trained,
+            "adds_bos": self.datamodule.tokenizer.adds_bos,
+        }
+
+    def tokenizer_config(self) -> dict[str, Any] | Tokenizer:
+        """`tokenizer=hf` loads a Hugging Face tokenizer (tokenizer.path, else model.pretrained); the other options
+        are settings for training one on the data."""
+        cfg = self.cfg
+        if cfg.tokenizer.type != "hf":
+            return OmegaConf.to_container(cfg.tokenizer)
+        path = cfg.tokenizer.get("path") or cfg.model.get("pretrained")
+        if not path:
+            raise ConfigError("tokenizer=hf needs tokenizer.path (a folder with tokenizer.json or spiece.model)")
+        return HFTokenizer.from_pretrained(path)
+
+    def setup_model(self) -> None:
+        """The model group's model, the objective's task head, then the pretrained weights."""
+        model = instantiate_model(self.cfg.model, self.datamodule.tokenizer.vocab_size)
+        self.objective.prepare_model(model)
+        if self.pretrained is not None:
+            load_weights(model, self.pretrained.state_dict, self.pretrained.source)
+        self.model = model
+        self.results.model = {
+            "config": model.config.to_dict(),
+            "family": model.family,
+            "pretrained": self.pretrained.source if self.pretrained else None,
+        }
+
+    def setup_finetune(self) -> None:
+        """The fine-tuning method transforms the model; the data's blocks fit what context is left."""
+        cfg = self.cfg
+        self.finetune = instantiate(cfg.finetune)
+        self.finetune.apply(self.model)
+        self.datamodule.fit_context(self.model)
+        self.results.parameters = count_parameters(self.model)
+        forgetting = cfg.get("forgetting")
+        if self.pretrained is not None and self.finetune.adapts_pretrained and forgetting and forgetting.enabled:
+            self.probe = ForgettingProbe(
+                self.model,
+                self.datamodule.tokenizer,
+                forgetting.path,
+                min(forgetting.get("block_size") or self.datamodule.block_size, self.model.context_length),
+                cfg.data.batch_size,
+                forgetting.batches,
+                cfg.paths.cache_dir,
+            )
+
+    def base_checkpoint(self) -> str | None:
+        """Where a parameter-efficient checkpoint's base lives (a local path made absolute, or a hub id)."""
+        if self.pretrained is None or not self.finetune.saves_trainable_only:
+            return None
+        source = Path(self.pretrained.source).expanduser()
+        return str(source.resolve()) if source.exists() else self.pretrained.source
+
+    def setup_trainer(self) -> None:
+        """The LightningModule and the Trainer (strategy, precision, callbacks, loggers)."""
+        cfg = self.cfg
+        # objects go to the module's constructor directly: Hydra would try to merge them into the config
+        make_module = instantiate(cfg.module, _partial_=True)
+        self.module = make_module(
+            model=self.model, objective=self.objective, finetune=self.finetune, base_checkpoint=self.base_checkpoint()
+        )
+        self.trainer = instantiate(
+            cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
+        )
+        if is_multirun():  # DDP children of this job must run this job only (see recipe.ddp)
+            os.environ[DDP_JOB_ENV] = ddp_job_spec(self.results.overrides, str(self.output_dir))
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(resolved_config(cfg))
+
+    def fit(self) -> None:
+        """Validate the untrained model (the curve's first point), train, and time it."""
+        cfg, trainer, module = self.cfg, self.trainer, self.module
+        if not cfg.train:
+            return
+        if self.probe is not None and not self.ckpt_path and process_rank() == 0:
+            self.results.forgetting = {"before": self.probe.measure(self.model)}
+        if cfg.get("validate_before_fit") and not self.ckpt_path:
+            self.results.val_start = _scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
+        tokens_before, fit_started = module.tokens_seen, time.perf_counter()
+        trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        fit_seconds = time.perf_counter() - fit_started
+        self.results.fit_seconds = round(fit_seconds, 2)
+        self.results.tokens_per_s = round((module.tokens_seen - tokens_before) / fit_seconds, 1)
+        self.ckpt_path = None  # validate the weights fit ended with
+
+    def evaluate(self) -> None:
+        """Final validation (every rank), then forgetting and the eval suite: on rank 0 for a replicated model,
+        on every rank for a sharded one (its forward needs them all; rank 0 reports)."""
+        cfg, trainer, model = self.cfg, self.trainer, self.model
+        self.results.metrics = _scalars(trainer.callback_metrics)
+        final = trainer.validate(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, verbose=False)
+        self.results.metrics.update(_scalars(final[0]))
+        if trainer.world_size > 1:
+            self.results.replicas_in_sync = replicas_in_sync(trainer, model)
+        if not (trainer.is_global_zero or _sharded(model)):
+            return
+        if self.probe is not None:
+            after = self.probe.measure(model)
+            self.results.forgetting = {**(self.results.forgetting or {}), "after": after}
+            for logger in trainer.loggers:
+                logger.log_metrics({f"forgetting/{k}": v for k, v in after.items()}, step=trainer.global_step)
+        _, eval_tasks = build_suite(cfg.get("eval"))
+        if eval_tasks:
+            self.results.eval = evaluate(
+                cfg.eval, model, self.datamodule.tokenizer, self.output_dir, cfg.seed, self.datamodule.train_texts
+            )
+            for logger in trainer.loggers:
+                logger.log_metrics(eval_scalars(self.results.eval), step=trainer.global_step)
+
+    def report(self) -> None:
+        """Fill the totals and write results.json (rank 0)."""
+        trainer, results = self.trainer, self.results
+        results.status = "completed"
+        results.steps = trainer.global_step
+        results.tokens = self.module.tokens_seen
+        results.wall_seconds = round(time.perf_counter() - self.started, 2)
+        results.samples = [s for cb in trainer.callbacks if isinstance(cb, SampleGeneration) for s in cb.samples]
+        checkpoints = [cb for cb in trainer.checkpoint_callbacks if cb.best_model_path]
+        if checkpoints:
+            results.checkpoints = {"best": checkpoints[0].best_model_path, "last": checkpoints[-1].best_model_path}
+        if trainer.is_global_zero:
+            results.write(self.output_dir)
+            print(f"outputs: {self.output_dir} (results.json, checkpoints/, csv/metrics.csv)")
+
+    def run(self) -> RunResults:
+        self.check()
+        self.load_pretrained()
+        self.setup_data()
+        self.setup_model()
+        self.setup_finetune()
+        self.setup_trainer()
+        self.fit()
+        self.evaluate()
+        self.report()
+        return self.results
+
+
+def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
+    """Whether every data-parallel rank ends with the same weights (a checksum gathered from all ranks)."""
+    with torch.no_grad():
+        local = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
+        checksum = torch.stack([p.detach().double().sum() for p in local]).sum().reshape(1)
+    gathered = trainer.strategy.all_gather(checksum.to(trainer.strategy.root_device))
+    return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
+
+
+def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]:
+    """Run one experiment from a composed config; its results (as written) and the trained LightningModule."""
+    recipe = TrainingRecipe(cfg)
+    return recipe.run().to_dict(), recipe.module
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment from a composed config; returns (and writes) its results."""
+    return run_experiment(cfg)[0]
+
+
+__all__ = ["TrainingRecipe", "instantiate_model", "run_experiment", "train"]

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, our callbacks, optimizer groups and schedules, logger factories."""

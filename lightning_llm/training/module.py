@@ -1,0 +1,195 @@
+"""The LightningModule: a model, an objective and an optimizer; nothing else about training lives here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_llm.errors import TrainingDiverged
+from lightning_llm.finetune import FinetuneMethod, NoFinetuning
+from lightning_llm.log import get_logger
+from lightning_llm.models import LanguageModel
+from lightning_llm.objectives import Objective
+from lightning_llm.training.optim import parameter_groups
+
+log = get_logger(__name__)
+
+
+def _non_finite(tensors: Any) -> bool:
+    """Whether any floating tensor in a nested structure (state dicts, optimizer states) is NaN or infinite."""
+    if isinstance(tensors, torch.Tensor):
+        return tensors.is_floating_point() and not bool(torch.isfinite(tensors).all())
+    if isinstance(tensors, dict):
+        return any(_non_finite(v) for v in tensors.values())
+    if isinstance(tensors, list | tuple):
+        return any(_non_finite(v) for v in tensors)
+    return False
+
+
+class LanguageModelModule(pl.LightningModule):
+    """Trains `model` with `objective`; logs train/val loss, the gradient norm, the objective's metrics and tokens.
+
+    A checkpoint never holds non-finite weights or optimizer state: a NaN/inf loss or gradient norm stops the
+    run before the optimizer step, and a checkpoint write is refused when anything it would hold is not finite.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        objective: Objective,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        finetune: FinetuneMethod | None = None,
+        base_checkpoint: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.finetune = finetune or NoFinetuning()
+        self.base_checkpoint = base_checkpoint  # a parameter-efficient checkpoint is rebuilt from its base
+        # a checkpoint of a parameter-efficient method holds only trained weights: load it non-strictly
+        self.strict_loading = not self.finetune.saves_trainable_only
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
+        self.tokens_seen = 0
+        self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (trainer=fsdp): shard each transformer block, then the rest (FSDP2)."""
+        if self.device_mesh is None or getattr(self, "_sharded", False):
+            return
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if str(self.trainer.precision) == "bf16-mixed"
+            else MixedPrecisionPolicy()
+        )
+        for stack in self.model.layer_stacks():
+            for block in stack:
+                fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(self.model, mesh=mesh, mp_policy=policy)
+        self._sharded = True
+
+    def on_train_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            tokens = datamodule.batch_size * datamodule.block_size
+            self.flops_per_batch = self.model.flops_per_token(datamodule.block_size) * tokens
+
+    # -- divergence --------------------------------------------------------------------------------------
+    def last_good_checkpoint(self) -> str | None:
+        """The newest checkpoint file this run has written, if any."""
+        paths = [
+            Path(p)
+            for cb in (self.trainer.checkpoint_callbacks if self._trainer is not None else [])
+            for p in (cb.last_model_path, cb.best_model_path)
+            if p and Path(p).is_file()
+        ]
+        return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        good = self.last_good_checkpoint()
+        kept = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
+        return TrainingDiverged(
+            f"{what} at step {self.global_step}: the run stops and {kept}; resume it (resume=auto) with a lower "
+            "optimizer.lr, keep trainer.gradient_clip_val, or try bf16-mixed"
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.objective.forward(self.model, batch)
+        if not torch.isfinite(out.loss):
+            raise self.diverged(f"train/loss is {out.loss.item()}")
+        self.tokens_seen += out.num_tokens * self.trainer.world_size
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0))
+        self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
+        return out.loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The gradient norm (before clipping) is logged; a non-finite one stops the run before the step."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        if not torch.isfinite(norm):
+            raise self.diverged(f"the gradient norm is {norm.item()}")
+        self.log("train/grad_norm", norm, batch_size=1)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self.objective.forward(self.model, batch)
+        self.val_metrics.update(out.logits.float(), out.labels)
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0), sync_dist=True)
+        self.log_dict(self.val_metrics, batch_size=out.labels.size(0))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make a checkpoint self-describing (model family and config, tokenizer, tokens seen, the fine-tuning
+        method as plain data); a parameter-efficient run keeps only its trained weights plus the base's path."""
+        if _non_finite(checkpoint["state_dict"]) or _non_finite(checkpoint.get("optimizer_states")):
+            raise self.diverged("the weights or optimizer state became NaN or infinite (not saved)")
+        if self.finetune.saves_trainable_only:
+            keep = {f"model.{k}" for k in self.finetune.trainable_state_dict(self.model)}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["finetune"] = self.finetune.describe()
+        if self.base_checkpoint:
+            checkpoint["base_checkpoint"] = self.base_checkpoint
+        # the global RNG drives data masking/corruption: a resumed run continues the same random stream
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["model_family"] = self.model.family
+        checkpoint["model_config"] = self.model.config.to_dict()
+        checkpoint["tokens_seen"] = self.tokens_seen
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+            checkpoint["tokenizer"] = datamodule.tokenizer.to_bytes()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        rng = checkpoint.get("rng_state", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._apply_configured_lr(checkpoint)
+
+    def _apply_configured_lr(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run uses the learning rate of its config (e.g. lowered after a divergence): the restored
+        optimizer and schedule are rescaled from the checkpoint's base rate to the configured one."""
+        configured = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        states = checkpoint.get("optimizer_states") or []
+        if configured is None or not states:
+            return
+        saved = states[0]["param_groups"][0].get("initial_lr", states[0]["param_groups"][0].get("lr"))
+        if saved is None or math.isclose(float(saved), float(configured)):
+            return
+        ratio = float(configured) / float(saved)
+        for state in states:
+            for group in state["param_groups"]:
+                group["lr"] = group["lr"] * ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["initial_lr"] * ratio
+        for scheduler in checkpoint.get("lr_schedulers") or []:
+            for key in ("base_lrs", "_last_lr"):
+                if key in scheduler:
+                    scheduler[key] = [lr * ratio for lr in scheduler[key]]
+        log.info("resuming with optimizer.lr=%g (the checkpoint trained with %g)", configured, saved)
