@@ -26,10 +26,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -q -n 2 -m "not slow" $(ARGS)
 
 test-full: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 $(ARGS)
 
 # model step vs HF GPT-2 and Lightning overhead; the three families; fine-tuning methods; data pipeline
 bench: $(STAMP)

@@ -5,7 +5,7 @@
 GPT + causal LM, BERT + masked LM, T5 + span corruption; n_layer=4 (T5: 4 encoder and 4 decoder layers),
 4 heads, 256 wide, context 128, vocabulary 4096, batch 16, random init. Each step runs the objective's real
 `collate` on random token blocks of its `block_layout` length, its `forward` (model + loss), backward, an AdamW
-step over `lightning_llm.optim.parameter_groups` and `zero_grad`. The three take turns step by step (A B C A B
+step over `lightning_llm.training.optim.parameter_groups` and `zero_grad`. The three take turns step by step (A B C A B
 C ...) after warm-up rounds, so they share whatever else the CPU is doing. tokens/s counts the tokens the model
 reads per step (`ObjectiveOutput.num_tokens`): for T5, encoder plus decoder tokens. Timed rounds stop early once
 --budget seconds have passed (at least MIN_ROUNDS): a busy CPU slows 2-thread steps several-fold. --quick: a
@@ -49,7 +49,7 @@ class Family:
 
 def tokenizer_for(objective: Any, vocab_size: int) -> Any:
     """A CharTokenizer of exactly `vocab_size` pieces: pad, unk, bos, eos, the objective's specials, filler."""
-    from lightning_llm.data.tokenizer import BASE_SPECIAL_TOKENS, CharTokenizer
+    from lightning_llm.tokenizers import BASE_SPECIAL_TOKENS, CharTokenizer
 
     vocab = [*BASE_SPECIAL_TOKENS, *objective.special_tokens]
     vocab += [f"<piece_{i}>" for i in range(vocab_size - len(vocab))]
@@ -62,7 +62,7 @@ def build_families(shape: dict[str, int]) -> list[Family]:
 
     from lightning_llm.models import BERT, GPT, T5
     from lightning_llm.objectives import CausalLM, MaskedLM, SpanCorruption
-    from lightning_llm.optim import parameter_groups
+    from lightning_llm.training.optim import parameter_groups
 
     families = []
     for name, model_class, objective in (

@@ -7,7 +7,7 @@ Model: `lightning_llm.models.GPT` with 12 layers, 12 heads, 768 wide, context 25
 (rank 8, NF4 base), adapter (size 32), prompt (20 virtual tokens).
 
 Each method runs in its own subprocess (`--worker METHOD`), because peak resident memory (`ru_maxrss`) is per
-process: build the model, apply the method, AdamW over `lightning_llm.optim.parameter_groups` (frozen weights
+process: build the model, apply the method, AdamW over `lightning_llm.training.optim.parameter_groups` (frozen weights
 are skipped), warm-up steps, then timed causal-LM steps (forward + cross-entropy + backward + optimizer step +
 zero_grad) on random tokens, batch 4 x 256. Workers import only torch and the model, finetune and optim modules
 (not Lightning or torchmetrics), so the RSS they share is mostly torch's own. Prompt tuning reads 256 - 20 tokens so
@@ -126,7 +126,7 @@ def worker(method: str, plan: Plan) -> WorkerResult:
     torch.set_num_threads(plan.threads)
     from lightning_llm.finetune import count_parameters
     from lightning_llm.models import GPT
-    from lightning_llm.optim import parameter_groups
+    from lightning_llm.training.optim import parameter_groups
 
     torch.manual_seed(0)
     rss_imported = current_rss_mb()
@@ -145,7 +145,7 @@ def worker(method: str, plan: Plan) -> WorkerResult:
             linears[type(module).__name__] = linears.get(type(module).__name__, 0) + 1
     model.train()
     optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-4, weight_decay=0.1)
-    tokens_in = plan.shape["block_size"] - getattr(model.prefix, "length", 0)
+    tokens_in = model.context_length
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(4, plan.shape["vocab_size"], (plan.batch, tokens_in + 1), generator=generator)
     inputs, labels = tokens[:, :-1], tokens[:, 1:]  # as the CLM objective collates a block

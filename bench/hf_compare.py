@@ -19,7 +19,7 @@ from torch import nn
 from bench.common import Row, Sample, build_model, paired_ratio, span, stamp
 from lightning_llm.models import GPT
 from lightning_llm.objectives.base import token_cross_entropy
-from lightning_llm.optim import parameter_groups
+from lightning_llm.training.optim import parameter_groups
 
 MIN_STEPS = 5  # measured steps per model before a time budget may stop a comparison early
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]

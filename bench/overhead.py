@@ -47,8 +47,8 @@ from bench.common import (
     span,
     stamp,
 )
-from lightning_llm.module import LanguageModelModule
-from lightning_llm.optim import parameter_groups
+from lightning_llm.training.module import LanguageModelModule
+from lightning_llm.training.optim import parameter_groups
 
 # Kept from conf/callbacks/default.yaml: both checkpoint callbacks (their per-step hooks run; with validation off
 # and fit ending mid-epoch they save nothing), lr_monitor, throughput and rich_progress_bar (drawn as on a

@@ -44,6 +44,14 @@ def user_error_in(err: BaseException | None) -> LightningLLMError | None:
 def nearest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to a misspelt `name` (difflib), or None when nothing is close."""
     candidates = list(candidates)
+    initials = "".join(part[:1] for part in name.lower().split("_") if part)
+    by_initials = [
+        c
+        for c in candidates
+        if c.lower() == initials or name.lower() == "".join(part[:1] for part in c.lower().split("_") if part)
+    ]
+    if len(initials) > 1 and by_initials:  # learning_rate -> lr
+        return by_initials[0]
     found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
     if found:
         return found[0]

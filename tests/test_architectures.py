@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_llm.tokenizers import CharTokenizer
 from lightning_llm.models import BERT, GPT, T5
 from lightning_llm.objectives import IGNORE_INDEX, MaskedLM, SpanCorruption
 from lightning_llm.objectives.span import input_and_target_lengths, random_spans_noise_mask
 from lightning_llm.recipe import train
+from lightning_llm.tokenizers import CharTokenizer
 
 SMALL = dict(vocab_size=120, block_size=32, n_layer=2, n_head=4, n_embd=32)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lightning_llm.training.loggers import wandb_logger, wandb_online
 
 from .conftest import TINY, run_cli
+
+pytestmark = pytest.mark.integration
 
 QUICK = [
     *TINY,

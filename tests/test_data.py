@@ -9,8 +9,8 @@ import torch
 
 from lightning_llm.data import PackedBlocks, TextDataModule
 from lightning_llm.data.corpus import materialize_embedded
-from lightning_llm.tokenizers import load_tokenizer, train_or_load_tokenizer
 from lightning_llm.objectives import CausalLM
+from lightning_llm.tokenizers import load_tokenizer, train_or_load_tokenizer
 
 
 @pytest.fixture(scope="module")

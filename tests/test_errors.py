@@ -55,6 +55,7 @@ def test_bad_config_fails_fast(tmp_path, case):
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "needles"),
     [(["model=gtp"], ["model=gtp", "gpt2-small"]), (["data.block_size=4096"], ["data.block_size=4096"])],
@@ -65,6 +66,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, args, needles):
     _one_line_error(result, *needles)
 
 
+@pytest.mark.integration
 def test_empty_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("\n  \n")
     result = run_cli("data=text", f"data.path={tmp_path / 'empty.txt'}", *FAST, "paths.cache_dir=cache", cwd=tmp_path)
@@ -72,6 +74,7 @@ def test_empty_corpus(tmp_path):
     assert not (tmp_path / "cache" / "tokenizers").exists()
 
 
+@pytest.mark.integration
 def test_error_keeps_existing_outputs(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

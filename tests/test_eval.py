@@ -18,19 +18,20 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from lightning_llm.tokenizers import CharTokenizer
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import GenerationSettings, build_suite, eval_lm, evaluate
-from lightning_llm.models.scoring import rolling_windows
 from lightning_llm.eval.metrics import bleu, generation_metrics
 from lightning_llm.eval.tasks import EvalEnv, build_task
 from lightning_llm.models import BERT, GPT, T5
 from lightning_llm.models.generation import generate_tokens
+from lightning_llm.models.scoring import rolling_windows
+from lightning_llm.tokenizers import CharTokenizer
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 # `eval=<suite>` once conf/train.yaml lists the eval group in its defaults, `+eval=<suite>` before
 EVAL = "eval" if re.search(r"^\s*- eval:", (CONFIG_DIR / "train.yaml").read_text(), re.MULTILINE) else "+eval"
+TASKS = "lightning_llm.eval.tasks."
 TOKENIZER = CharTokenizer(["<pad>", "<unk>", "<s>", "</s>", "<mask>", *sorted(set(string.printable))])
 TINY = dict(vocab_size=TOKENIZER.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
 
@@ -167,7 +168,7 @@ def test_the_item_under_test_is_never_among_its_shots(tmp_path, seed):
 def test_acc_and_acc_norm_follow_the_harness_definitions(tmp_path):
     rows = [{"q": "one", "options": ["a", "bbbb"], "answer": a} for a in (1, 1, 0)]
     task = {
-        "_target_": "lightning_llm.eval.tasks.MultipleChoiceTask",
+        "_target_": TASKS + "MultipleChoiceTask",
         "path": str(write_jsonl(tmp_path / "lengths.jsonl", rows)),
         "context": "{{ q }}",
         "choices": "options",
@@ -198,8 +199,13 @@ def test_bias_and_memorization_with_known_log_probs(tmp_path):
     pairs.write_text("sent_more,sent_less,bias_type\nbb,aa,x\na,b,y\n")
     model = FixedLogProbs(STUB)
     tasks = {
-        "pairs": {"_target_": "lightning_llm.eval.tasks.BiasTask", "path": str(pairs), "group_by": "bias_type"},
-        "memo": {"_target_": "lightning_llm.eval.tasks.MemorizationTask", "n_samples": 10, "prefix_tokens": 4, "suffix_tokens": 4},
+        "pairs": {"_target_": TASKS + "BiasTask", "path": str(pairs), "group_by": "bias_type"},
+        "memo": {
+            "_target_": TASKS + "MemorizationTask",
+            "n_samples": 10,
+            "prefix_tokens": 4,
+            "suffix_tokens": 4,
+        },
     }
     train_texts = ["b" * 20, "ba" * 10, "short"]  # greedy decoding always says "b"; "short" is too short
     out = evaluate(suite(tmp_path, **tasks), model, TOKENIZER, tmp_path, seed=0, train_texts=train_texts)
@@ -248,7 +254,7 @@ def test_perplexity_and_bits_per_byte_match_a_direct_computation(tmp_path):
     windows = rolling_windows(ids[1:], ids[:1], 17, 5)
     assert [t for _, x in windows for t in x] == ids[1:] and all(len(c) + len(x) <= 17 for c, x in windows)
 
-    task = {"_target_": "lightning_llm.eval.tasks.PerplexityTask", "path": str(FIXTURES / "corpus.jsonl"), "stride": 8}
+    task = {"_target_": TASKS + "PerplexityTask", "path": str(FIXTURES / "corpus.jsonl"), "stride": 8}
     result = evaluate(suite(tmp_path, ppl=task), model, TOKENIZER, tmp_path, seed=0)["tasks"]["ppl"]
     texts = [json.loads(line)["text"] for line in (FIXTURES / "corpus.jsonl").read_text().splitlines()]
     texts = [t for t in texts if t.strip()]  # the empty document is left out
@@ -342,7 +348,11 @@ def test_standard_suite_end_to_end(tmp_path, make_cfg, family, model_class):
 def test_human_eval_export_files(tmp_path):
     torch.manual_seed(0)
     model = GPT(**TINY)
-    task = {"_target_": "lightning_llm.eval.tasks.HumanEvalTask", "prompts": ["one", "two", "three", "four"], "n_samples": 3}
+    task = {
+        "_target_": TASKS + "HumanEvalTask",
+        "prompts": ["one", "two", "three", "four"],
+        "n_samples": 3,
+    }
     task["generation"] = {"max_new_tokens": 6, "temperature": 1.0, "top_k": 20}
     result = evaluate(suite(tmp_path, rate=task), model, TOKENIZER, tmp_path / "out", seed=3)["tasks"]["rate"]
     assert result["files"] == [str(tmp_path / "out" / "rate.csv"), str(tmp_path / "out" / "rate.jsonl")]
@@ -394,7 +404,9 @@ def test_every_suite_composes_and_validates(make_cfg, option):
 
 
 def test_config_mistakes_fail_fast_in_one_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"eval.tasks.arc.num_fewshots is not an option.*did you mean eval.tasks.arc.num_fewshot\?"):
+    with pytest.raises(
+        ConfigError, match=r"eval.tasks.arc.num_fewshots is not an option.*did you mean eval.tasks.arc.num_fewshot\?"
+    ):
         build_suite({"tasks": {"arc": task_yaml("arc_easy", num_fewshots=1)}})
     with pytest.raises(ConfigError, match=r"eval.tasks.x._target_='mc' is not an evaluation task"):
         build_suite({"tasks": {"x": {"_target_": "mc"}}})

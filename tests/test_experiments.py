@@ -20,6 +20,8 @@ from lightning_llm.recipe import train
 
 from .conftest import ROOT, TINY, compose_config, run_cli
 
+pytestmark = pytest.mark.integration
+
 QUICK = [*TINY, "~callbacks.sample", "trainer.limit_val_batches=1"]
 
 
@@ -149,7 +151,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     killed_after = 0
     while time.time() < deadline and process.poll() is None:
         if last.exists():
-            killed_after = torch.load(last, weights_only=False)["global_step"]
+            killed_after = torch.load(last, weights_only=True)["global_step"]
             if killed_after >= 100:
                 process.send_signal(signal.SIGKILL)
                 break
@@ -157,7 +159,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run was killed mid-way"
     assert 100 <= killed_after < 300
-    torch.load(last, weights_only=False)  # the checkpoint on disk is whole
+    torch.load(last, weights_only=True)  # the checkpoint on disk is whole
 
     resumed = run_cli(*args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -183,6 +185,6 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     cfg = compose_config([*QUICK, "trainer.val_check_interval=5", "validate_before_fit=false"], tmp_path, cache_dir)
     with pytest.raises(TrainingDiverged, match="train/loss is nan at step 7"):
         train(cfg)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())

@@ -7,11 +7,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, read_checkpoint
+from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, merge_checkpoint, read_checkpoint
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import Adapter, Freeze, LoRA, PromptTuning, QLoRA, count_parameters
 from lightning_llm.finetune.freeze import select_layers
-from lightning_llm.checkpoints import merge_checkpoint
 from lightning_llm.recipe import run_experiment, train
 
 from .conftest import TINY, compose_config

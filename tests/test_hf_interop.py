@@ -22,13 +22,18 @@ from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from lightning_llm.tokenizers import CharTokenizer, SentencePieceTokenizer, train_or_load_tokenizer  # noqa: E402
-from lightning_llm.errors import ConfigError  # noqa: E402
 from lightning_llm.cli.main import main as cli_main  # noqa: E402
+from lightning_llm.errors import ConfigError  # noqa: E402
 from lightning_llm.interop import export_hf, load_hf_model  # noqa: E402
-from lightning_llm.tokenizers import HFTokenizer, tokenizer_from_bytes  # noqa: E402
 from lightning_llm.interop.verify import compare_with_transformers  # noqa: E402
 from lightning_llm.models import BERT, GPT, T5  # noqa: E402
+from lightning_llm.tokenizers import (  # noqa: E402
+    CharTokenizer,
+    HFTokenizer,
+    SentencePieceTokenizer,
+    tokenizer_from_bytes,
+    train_or_load_tokenizer,
+)
 
 transformers.logging.set_verbosity_error()
 V = 101  # vocabulary of the tiny models

@@ -55,7 +55,7 @@ def test_outputs_written(smoke):
 
 def test_checkpoint_is_self_describing(smoke):
     out, _ = smoke
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["model_config"]["n_embd"] == 64
     assert ckpt["tokens_seen"] == 100 * 8 * 32
     from lightning_llm.tokenizers import tokenizer_from_bytes

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
 from lightning_llm.conf import CONFIG_DIR, group_options
 from lightning_llm.errors import ConfigError, unknown_key
@@ -52,14 +53,20 @@ def explain_composition_error(
         first = message.splitlines()[0] if message else type(err).__name__
         return ConfigError(f"the command line does not compose: {first}")
     key = match.group(1)
-    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=") and "=" in o and not o.startswith("-")]
+    rest = [
+        o
+        for o in overrides
+        if "=" in o and not o.startswith(("-", "hydra")) and not o.lstrip("+~").startswith(f"{key}=")
+    ]
     parent_key, _, _ = key.rpartition(".")
     try:
         from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
 
+        GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose("train", overrides=rest)
-        parent = cfg.select(parent_key) if parent_key else cfg
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         known = [str(k) for k in parent] if parent is not None and hasattr(parent, "keys") else []
     except Exception:  # the rest does not compose either: say what we can
         known = []

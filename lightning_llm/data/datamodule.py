@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_llm.data.loading import load_rows, read_texts, select_columns, split_train_val
+from lightning_llm.data.loading import check_loader_settings, load_rows, read_texts, select_columns, split_train_val
 from lightning_llm.data.pipeline import apply_pipeline
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
@@ -136,6 +136,7 @@ class TextDataModule(pl.LightningDataModule):
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
         super().__init__()
+        check_loader_settings(batch_size, block_size, val_fraction, num_workers)
         self.objective = objective
         self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
         self.path, self.name, self.split, self.text_column = str(path), name, split, text_column

@@ -91,3 +91,15 @@ def split_train_val(ds, val_fraction: float, seed: int, path: str):
         raise ConfigError(f"data.path={path!r} has {len(ds)} document: at least 2 are needed for train/val")
     splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
     return splits["train"], splits["test"]
+
+
+def check_loader_settings(batch_size: int, block_size: int, val_fraction: float, num_workers: int) -> None:
+    """Numeric data settings in range, named in one line (before anything loads)."""
+    if batch_size < 1:
+        raise ConfigError(f"data.batch_size={batch_size} must be at least 1")
+    if block_size < 2:
+        raise ConfigError(f"data.block_size={block_size} must be at least 2")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers={num_workers} must be 0 or more")

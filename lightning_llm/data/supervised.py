@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.datamodule import fixed_batches, resolve_tokenizer, train_loader
-from lightning_llm.data.loading import load_rows, split_train_val
+from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -51,6 +51,7 @@ class SupervisedDataModule(pl.LightningDataModule):
         super().__init__()
         if (response_column is None) == (label_column is None):
             raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
+        check_loader_settings(batch_size, block_size, val_fraction, num_workers)
         self.objective, self.tokenizer_config = objective, tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column

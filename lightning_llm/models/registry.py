@@ -13,11 +13,12 @@ from lightning_llm.models.family import Family
 BUILTIN_FAMILIES = ("lightning_llm.models.gpt", "lightning_llm.models.bert", "lightning_llm.models.t5")
 
 _FAMILIES: dict[str, Family] = {}
+_BUILTINS_LOADED = False
 
 
 def register_family(family: Family) -> Family:
     """Add a family (a plug-in or a test's toy family); its name must be new or the same family."""
-    known = _FAMILIES.get(family.name)
+    known = families().get(family.name) if _BUILTINS_LOADED else _FAMILIES.get(family.name)
     if known is not None and known != family:
         raise ValueError(f"a different model family named {family.name!r} is already registered")
     _FAMILIES[family.name] = family
@@ -26,9 +27,14 @@ def register_family(family: Family) -> Family:
 
 def families() -> dict[str, Family]:
     """Every registered family by name (the built-in ones first)."""
-    if not _FAMILIES:
-        for package in BUILTIN_FAMILIES:
-            register_family(importlib.import_module(package).FAMILY)
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        builtin = [importlib.import_module(package).FAMILY for package in BUILTIN_FAMILIES]
+        plugins = dict(_FAMILIES)
+        _FAMILIES.clear()
+        for family in [*builtin, *plugins.values()]:
+            register_family(family)
     return dict(_FAMILIES)
 
 

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lightning_llm.conf import group_options, load_option
-from lightning_llm.data.loading import check_data_path
+from lightning_llm.data.loading import check_data_path, check_loader_settings
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import Family, family_of
 from lightning_llm.tokenizers import check_tokenizer_type
@@ -26,6 +26,8 @@ def model_family(cfg: DictConfig) -> Family:
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, with one line naming the key and the fix, on a config that cannot run."""
     check_tokenizer_type(cfg.tokenizer.type)
+    data = cfg.data
+    check_loader_settings(data.batch_size, data.block_size, data.val_fraction, data.num_workers)
 
     model_block, data_block = cfg.model.block_size, cfg.data.block_size
     if data_block > model_block:
@@ -36,6 +38,7 @@ def check_config(cfg: DictConfig) -> None:
     check_objective(cfg)
     check_precision(cfg)
     check_strategy(cfg)
+    check_pretrained(cfg)
     check_data_path(cfg.data.path)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
@@ -57,6 +60,16 @@ def check_objective(cfg: DictConfig) -> None:
         f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
         f"use objective={' or objective='.join(fitting) or '(none yet)'}"
     )
+
+
+def check_pretrained(cfg: DictConfig) -> None:
+    """A fine-tuning method adapts a pretrained model: without one it would tune random weights."""
+    method = hydra.utils.get_class(cfg.finetune._target_)
+    if method.adapts_pretrained and not cfg.model.get("pretrained"):
+        raise ConfigError(
+            f"finetune={method.name} adapts a pretrained model and model.pretrained is not set: give "
+            "model.pretrained=<run folder, .ckpt or Hugging Face folder>, or train from scratch with finetune=none"
+        )
 
 
 def check_precision(cfg: DictConfig) -> None:

@@ -101,6 +101,8 @@ def _check_keys(node: DictConfig, key: str, known: dict[str, Any], hints: dict[s
             continue
         if name not in known:
             raise unknown_key(f"{key}.{name}", known, where)
+        if OmegaConf.is_missing(node, name):
+            raise ConfigError(f"{key}.{name} is required (it is ??? in the config): set {key}.{name}=...")
         hint = hints.get(name)
         value = OmegaConf.select(node, str(name), throw_on_missing=False)
         if hint is not None and not OmegaConf.is_config(value):

@@ -209,7 +209,7 @@ class HFTokenizer(Tokenizer):
                 )
             extra_ids = config.get("extra_ids")
             if extra_ids is None:
-                extra_ids = 100 if model_config.get("model_type") in ("t5", "mt5") else 0
+                extra_ids = 100 if spiece.name == "spiece.model" else 0  # T5 and mT5 ship spiece.model
             backend = SentencePieceBackend(spiece.read_bytes(), int(extra_ids), add_special_tokens)
         add_bos = config.get("add_bos_token")
         template = config.get("chat_template")

@@ -7,8 +7,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 def _batch_size(batch: dict[str, torch.Tensor]) -> int:
@@ -24,6 +25,30 @@ class TokenThroughputMonitor(ThroughputMonitor):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_batch_tokens, **kwargs)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt`: rewritten at every validation, and also when fit ends or is interrupted (Ctrl-C, SIGTERM)
+    after steps it has not saved yet, so every run that trained leaves a checkpoint to resume, fine-tune or
+    export from, whatever its validation interval. (Lightning's save_last refreshes only on improvement.)"""
+
+    def __init__(self, dirpath: str, **kwargs: Any) -> None:
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, **kwargs)
+        self.enable_version_counter = False
+
+    def _save_now(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
+            self._save_checkpoint(trainer, self.format_checkpoint_name(self._monitor_candidates(trainer)))
+            self._last_global_step_saved = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_now(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Only a clean interrupt (between steps) is saved; a failure or a divergence is not."""
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            self._save_now(trainer)
 
 
 class SampleGeneration(pl.Callback):
