@@ -9,15 +9,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lightning_llm.cli.handler import run_command
+from lightning_llm.cli.handler import fail, run_command
 from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error
+from lightning_llm.errors import user_error_in
 from lightning_llm.recipe.ddp import ddp_child_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # torch and Lightning load only after the command line is checked
-    from lightning_llm.recipe.run import is_multirun, record_failure, train
+    from lightning_llm.recipe.context import is_multirun
+    from lightning_llm.recipe.outputs import record_failure
+    from lightning_llm.recipe.run import train
 
     try:
         results = train(cfg)
@@ -25,7 +28,10 @@ def main(cfg: DictConfig) -> float | None:
         if is_multirun():  # one failed trial is recorded and the sweep goes on
             record_failure(cfg, err)
             return math.nan
-        raise
+        user_error = user_error_in(err)
+        if user_error is None:
+            raise
+        sys.exit(fail(user_error))  # before Hydra would log its own "Error executing job" line
     return results["metrics"].get(cfg.optimized_metric)
 
 

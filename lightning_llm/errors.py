@@ -25,9 +25,12 @@ class TrainingDiverged(LightningLLMError):
 
 
 class RunInterrupted(LightningLLMError):
-    """The run was stopped by a signal (SIGTERM, Ctrl-C); a checkpoint was written when it had trained."""
+    """The run was stopped by a signal; a checkpoint was written when it had trained. Exit code 128 + signal
+    (143 for SIGTERM, 130 for Ctrl-C), as shells report it."""
 
-    exit_code = 130
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 def user_error_in(err: BaseException | None) -> LightningLLMError | None:

@@ -51,7 +51,7 @@ def test_residual_projections_have_scaled_init():
 def test_bad_shapes_name_the_key():
     with pytest.raises(ConfigError, match="model.n_embd=30 is not divisible by model.n_head=4"):
         ModelConfig(n_embd=30, n_head=4)
-    with pytest.raises(ConfigError, match="model.depth is not a model option"):
+    with pytest.raises(ConfigError, match="model.depth is not an option of the model"):
         GPT(depth=3)
     with pytest.raises(ConfigError, match="model.norm='batchnorm'"):
         ModelConfig(norm="batchnorm")

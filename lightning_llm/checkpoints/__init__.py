@@ -1,6 +1,11 @@
 """Checkpoints: safe reading and atomic writing, pretrained weights (ours, PEFT + base, Hugging Face), merging."""
 
-from lightning_llm.checkpoints.io import AtomicCheckpointIO, load_torch_file, remove_stale_temporaries
+from lightning_llm.checkpoints.io import (
+    AtomicCheckpointIO,
+    load_torch_file,
+    read_training_checkpoint,
+    remove_stale_temporaries,
+)
 from lightning_llm.checkpoints.merge import merge_checkpoint
 from lightning_llm.checkpoints.pretrained import (
     MODEL_PREFIX,
@@ -26,6 +31,7 @@ __all__ = [
     "load_weights",
     "merge_checkpoint",
     "read_checkpoint",
+    "read_training_checkpoint",
     "remove_stale_temporaries",
     "resolve_checkpoint_path",
 ]

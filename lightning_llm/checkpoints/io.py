@@ -69,7 +69,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise ConfigError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from err
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        checkpoint = load_torch_file(path)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ConfigError(f"{path} is not a training checkpoint (no state_dict): give a .ckpt a run wrote")
-        return checkpoint
+        return read_training_checkpoint(path)
+
+
+def read_training_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """A checkpoint a run can resume from (weights_only, memory-mapped), checked before any training work."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r} does not exist: give the path of a .ckpt file to resume")
+    checkpoint = load_torch_file(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
+        raise ConfigError(
+            f"{key}={str(path)!r} is not a training checkpoint of this project (no state_dict/global_step)"
+        )
+    return checkpoint

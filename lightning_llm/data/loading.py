@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -31,12 +32,21 @@ def check_data_path(path: str) -> None:
 
 
 def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):
-    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name."""
+    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name.
+
+    Files are untrusted input: text that is not UTF-8 and JSON lines that do not parse are named (file, line,
+    offset) in one line, and no progress bar is printed before such an error."""
     import datasets
+    from datasets.utils import disable_progress_bars, enable_progress_bars
 
     check_data_path(path)
     source = str(materialize_embedded(path, cache_dir)) if is_embedded(path) else path
     cache = str(Path(cache_dir) / "datasets")
+    files: list[str] = []
+    disable_progress_bars()
+    datasets_log = logging.getLogger("datasets")
+    level = datasets_log.level
+    datasets_log.setLevel(logging.CRITICAL)  # its own error lines would precede ours
     try:
         if not looks_local(source):
             return datasets.load_dataset(source, name, split=split, cache_dir=cache)
@@ -54,13 +64,81 @@ def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_b
         return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
     except ConfigError:
         raise
-    except (FileNotFoundError, ConnectionError, ValueError) as err:
-        raise ConfigError(
-            f"data.path={path!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): "
-            "give a local file or folder, or a `datasets` name reachable online"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"data.path={path!r} is not valid UTF-8 text ({err.reason})") from err
+    except Exception as err:
+        raise explain_load_error(err, path, files) from err
+    finally:
+        enable_progress_bars()
+        datasets_log.setLevel(level)
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        chain.append(err)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def first_undecodable(files: list[str]) -> tuple[str, UnicodeDecodeError] | None:
+    """The first file that is not UTF-8, with the decoding error (read in chunks: any size)."""
+    import codecs
+
+    for file in files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    err.start += offset
+                    return file, err
+                offset += len(chunk)
+    return None
+
+
+def first_bad_json_line(files: list[str]) -> tuple[str, int, str] | None:
+    """(file, line number, reason) of the first line of a .jsonl/.json file that is not a JSON object."""
+    for file in files:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as err:
+                    return file, number, str(err)
+                if not isinstance(row, dict):
+                    return file, number, f"a JSON {type(row).__name__}, not an object"
+    return None
+
+
+def explain_load_error(err: Exception, path: str, files: list[str]) -> ConfigError:
+    """One line naming what in `files` could not be read (`datasets` wraps the real error)."""
+    causes = _causes(err)
+    local = [f for f in files if Path(f).is_file()]
+    if any(isinstance(c, UnicodeDecodeError) for c in causes) or any("utf-8" in str(c).lower() for c in causes):
+        found = first_undecodable(local)
+        if found:
+            file, bad = found
+            return ConfigError(
+                f"data.path={path!r}: {file} is not UTF-8 text (byte {bad.object[bad.start]:#04x} at offset "
+                f"{bad.start}): convert it (e.g. iconv -f latin1 -t utf-8) or remove it"
+            )
+    json_files = [f for f in local if Path(f).suffix in (".json", ".jsonl")]
+    if json_files:
+        found_line = first_bad_json_line(json_files)
+        if found_line:
+            file, number, reason = found_line
+            return ConfigError(f"data.path={path!r}: line {number} of {file} is not a JSON object ({reason})")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not local:
+        return ConfigError(
+            f"data.path={path!r} could not be loaded ({type(err).__name__}: {first}): give a local file or "
+            "folder, or a `datasets` name reachable online"
+        )
+    return ConfigError(f"data.path={path!r} could not be read ({type(err).__name__}: {first})")
 
 
 def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "data"):

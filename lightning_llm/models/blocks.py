@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from lightning_llm.errors import ConfigError
+from lightning_llm.errors import ConfigError, unknown_key
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2, T5 v1.1 ("gelu_new")
@@ -84,9 +84,9 @@ class ModelConfig:
     def from_kwargs(cls, kwargs: dict[str, Any]) -> ModelConfig:
         """Build from loose keyword arguments, naming any key that is not a model option."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ConfigError(f"model.{unknown[0]} is not a model option: known options are {sorted(known)}")
+        for key in kwargs:
+            if key not in known:
+                raise unknown_key(f"model.{key}", known, "the model (a ModelConfig field)")
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

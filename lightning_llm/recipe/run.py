@@ -9,8 +9,9 @@ Nothing touches the run folder before `check` has passed.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -18,14 +19,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_llm.checkpoints import Pretrained, describe_pretrained, load_pretrained, load_weights
-from lightning_llm.conf import CONFIG_DIR
-from lightning_llm.errors import ConfigError, user_error_in
+from lightning_llm.checkpoints import (
+    Pretrained,
+    describe_pretrained,
+    load_pretrained,
+    load_weights,
+    read_training_checkpoint,
+)
+from lightning_llm.errors import ConfigError, RunInterrupted, TrainingDiverged, user_error_in
 from lightning_llm.eval import build_suite, evaluate
 from lightning_llm.eval.forgetting import ForgettingProbe
 from lightning_llm.finetune import FinetuneMethod, count_parameters
@@ -33,7 +38,17 @@ from lightning_llm.log import get_logger, process_rank
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
 from lightning_llm.recipe.checks import check_config, model_family
+from lightning_llm.recipe.context import (
+    Terminated,
+    hydra_info,
+    is_multirun,
+    known_top_level_keys,
+    resolved_config,
+    set_num_threads,
+    sigterm_raises,
+)
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
+from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, write_json_atomic
 from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
@@ -44,57 +59,11 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 log = get_logger(__name__)
 
 
-def set_num_threads(num_threads: int | None) -> int:
-    """Pin torch's intra-op threads (default: the cores this process may use); oversubscription stalls."""
-    n = num_threads or len(os.sched_getaffinity(0))
-    torch.set_num_threads(n)
-    return n
-
-
 def instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, logger) that has a `_target_`."""
     if not group:
         return []
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
-
-
-def is_multirun() -> bool:
-    """Whether this process runs one job of a Hydra multirun (sweep)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def hydra_info() -> dict[str, Any]:
-    """The chosen group options and the command-line overrides (empty outside Hydra)."""
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    return {"choices": dict(hc.runtime.choices), "overrides": list(hc.overrides.task)}
-
-
-def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """Write a failed trial's results.json (status, error) so the sweep summary reports it."""
-    err = user_error_in(err) or err
-    message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / "results.json", {"status": "failed", "error": message, **hydra_info()})
-    print(f"trial failed ({output_dir}): {message}", file=sys.stderr)
-
-
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config as plain data, interpolations resolved (Hydra's own node left out)."""
-    return {
-        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-        for key in cfg
-        if key != "hydra"
-    }
-
-
-def known_top_level_keys() -> set[str]:
-    """The keys a run config may have at the top: conf/train.yaml's own and its groups'."""
-    train = OmegaConf.load(CONFIG_DIR / "train.yaml")
-    groups = {next(iter(d)) for d in train.defaults if isinstance(d, DictConfig | dict)}
-    return {str(k) for k in train if k != "defaults"} | {g.split("@")[0] for g in groups}
 
 
 def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> LanguageModel:
@@ -136,6 +105,7 @@ class TrainingRecipe:
         self.results = RunResults(**hydra_info(), seed=cfg.seed, output_dir=str(self.output_dir))
         self.started = time.perf_counter()
         self.ckpt_path: str | None = None
+        self.resume_step: int | None = None
         self.pretrained: Pretrained | None = None
         self.objective: Objective | None = None
         self.datamodule: Any = None
@@ -156,7 +126,12 @@ class TrainingRecipe:
             self.adopt_architecture(source)
         check_config(cfg)
         build_suite(cfg.get("eval"))
-        self.ckpt_path = cfg.get("ckpt_path") or (self.last_checkpoint() if cfg.get("resume") == "auto" else None)
+        if cfg.get("ckpt_path"):
+            self.ckpt_path, key = str(cfg.ckpt_path), "ckpt_path"
+        elif cfg.get("resume") == "auto":
+            self.ckpt_path, key = self.last_checkpoint(), "resume=auto (the run folder's checkpoints/last.ckpt)"
+        if self.ckpt_path:  # a resume must be possible before anything is touched: read it now (weights_only)
+            self.resume_step = int(read_training_checkpoint(self.ckpt_path, key)["global_step"])
 
     def adopt_architecture(self, source: str) -> None:
         """Make the pretrained model's architecture the run's (`data.block_size` etc. follow)."""
@@ -199,10 +174,9 @@ class TrainingRecipe:
         """Seed, threads, the objective, the tokenizer (the pretrained one, a Hugging Face one, or trained on the
         data) and the datamodule, prepared (the model's vocabulary size comes from the tokenizer)."""
         cfg = self.cfg
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            self.output_dir / "provenance.json", provenance(self.output_dir, cfg.seed, self.results.overrides)
-        )
+        if process_rank() == 0:
+            record = provenance(self.output_dir, cfg.seed, self.results.overrides)
+            write_json_atomic(self.output_dir / "provenance.json", record)
         self.results.threads = set_num_threads(cfg.get("num_threads"))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.objective = instantiate(cfg.objective)
@@ -281,6 +255,8 @@ class TrainingRecipe:
         if is_multirun():  # DDP children of this job must run this job only (see recipe.ddp)
             os.environ[DDP_JOB_ENV] = ddp_job_spec(self.results.overrides, str(self.output_dir))
         for logger in self.trainer.loggers:
+            if self.resume_step is not None and hasattr(logger, "resume_from"):
+                logger.resume_from(self.resume_step)  # keep the curve before the checkpoint, drop what follows
             logger.log_hyperparams(resolved_config(cfg))
 
     def fit(self) -> None:
@@ -339,16 +315,55 @@ class TrainingRecipe:
             print(f"outputs: {self.output_dir} (results.json, checkpoints/, csv/metrics.csv)")
 
     def run(self) -> RunResults:
-        self.check()
-        self.load_pretrained()
-        self.setup_data()
-        self.setup_model()
-        self.setup_finetune()
-        self.setup_trainer()
-        self.fit()
-        self.evaluate()
-        self.report()
+        """The stages in order. A failure before the checks pass leaves no trace (an empty folder Hydra made is
+        removed); after them, results.json says how the run ended (completed, diverged, interrupted, failed)."""
+        try:
+            self.check()
+        except BaseException:
+            remove_if_empty(self.output_dir)
+            raise
+        # rank 0 owns the folder; the other ranks of a DDP run (re-launched scripts) only train
+        handler = prepare(self.cfg, self.output_dir, self.ckpt_path is not None) if process_rank() == 0 else None
+        try:
+            with sigterm_raises():
+                for stage in (self.load_pretrained, self.setup_data, self.setup_model, self.setup_finetune):
+                    stage()
+                for stage in (self.setup_trainer, self.fit, self.evaluate, self.report):
+                    stage()
+        except BaseException as err:
+            raise self.ended_by(err) from err
+        finally:
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
         return self.results
+
+    def ended_by(self, err: BaseException) -> BaseException:
+        """Record how the run ended in results.json (rank 0) and return the error to raise."""
+        trainer = self.trainer
+        interrupted = isinstance(err, SIGTERMException | Terminated | KeyboardInterrupt) or (
+            isinstance(err, SystemExit) and trainer is not None and trainer.interrupted
+        )
+        if interrupted:
+            signum = signal.SIGINT if isinstance(err, KeyboardInterrupt | SystemExit) else signal.SIGTERM
+            last = self.last_checkpoint()
+            where = f"the last checkpoint is {last}: continue with resume=auto" if last else "no checkpoint was written"
+            step = trainer.global_step if trainer is not None else 0
+            error: BaseException = RunInterrupted(
+                f"stopped by {signal.Signals(signum).name} at step {step}; {where}", signum
+            )
+            self.results.status = "interrupted"
+        else:
+            error = err
+            self.results.status = "diverged" if isinstance(user_error_in(err), TrainingDiverged) else "failed"
+        self.results.error = error_line(error)
+        if trainer is not None:
+            self.results.steps = trainer.global_step
+            self.results.checkpoints = {"last": self.last_checkpoint()} if self.last_checkpoint() else None
+        self.results.wall_seconds = round(time.perf_counter() - self.started, 2)
+        if process_rank() == 0 and (trainer is None or trainer.is_global_zero):
+            self.results.write(self.output_dir)
+        return error
 
 
 def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:

@@ -10,9 +10,63 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import csv
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import WandbLogger
+from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class _ResumedWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run keeps its rows before the
+    checkpoint's step instead (the steps after it are trained again, so they are not duplicated)."""
+
+    def __init__(self, log_dir: str, keep_before_step: int | None) -> None:
+        self.keep_before_step = keep_before_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self.keep_before_step is None or not path.is_file():
+            _ExperimentWriter._check_log_dir_exists(self)
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step", "") == "" or int(float(r["step"])) < self.keep_before_step]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger that continues a resumed run's metrics.csv (see `resume_from`)."""
+
+    _keep_before_step: int | None = None
+
+    def resume_from(self, step: int) -> None:
+        """Keep the rows logged before `step` (the checkpoint's); call before anything is logged."""
+        self._keep_before_step = step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumedWriter(log_dir=self.log_dir, keep_before_step=self._keep_before_step)
+        return self._experiment
+
+
+class ResumableTensorBoardLogger(TensorBoardLogger):
+    """TensorBoardLogger whose resumed run hides the events after the checkpoint's step (`purge_step`)."""
+
+    def resume_from(self, step: int) -> None:
+        self._kwargs["purge_step"] = step
 
 
 def _wandb_api_key_present() -> bool:
