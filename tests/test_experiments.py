@@ -168,6 +168,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     resumed_steps = [s for s in got if s >= killed_after]
     assert len(resumed_steps) >= 150
     assert [got[s] for s in resumed_steps] == [expected[s] for s in resumed_steps], "bit-exact on CPU"
+    rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+    logged = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert logged == list(range(300)), "the resumed run's metrics.csv holds the whole curve, each step once"
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir, monkeypatch):

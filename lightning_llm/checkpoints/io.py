@@ -21,9 +21,11 @@ log = get_logger(__name__)
 TEMP_MARK = ".tmp"  # temporary checkpoint files: .<name>.tmp<pid>
 
 
-def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
-    """`torch.load(weights_only=True)` onto the CPU, memory-mapped when the format allows; one-line errors."""
+def load_torch_file(path: str | Path, what: str | None = None) -> Any:
+    """`torch.load(weights_only=True)` onto the CPU, memory-mapped when the format allows; one-line errors
+    that name `what` (e.g. the config key and its value)."""
     path = Path(path)
+    what = what or f"checkpoint {path}"
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -32,12 +34,14 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
-        raise ConfigError(f"{what} {path} does not exist") from err
+        raise ConfigError(f"{what} does not exist") from err
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Weights only load failed" in reason or "weights_only" in str(err):
+        if "Weights only load failed" in str(err) or "weights_only" in str(err):
             reason = "it holds objects other than tensors and plain data (refused: loading it could run code)"
-        raise ConfigError(f"cannot read {what} {path}: {reason}") from err
+        else:
+            reason = f"it is not a readable checkpoint ({reason.split('. ')[0]})"
+        raise ConfigError(f"cannot read {what}: {reason}") from err
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -65,7 +69,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            kept = f"{path} (the previous one) is kept" if path.exists() else "no earlier checkpoint exists"
+            written = [p for p in path.parent.glob("*.ckpt") if p.is_file()]
+            good = max(written, key=lambda p: p.stat().st_mtime) if written else None
+            kept = f"the last good checkpoint {good} is kept" if good else "no earlier checkpoint exists"
             raise ConfigError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from err
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
@@ -77,7 +83,8 @@ def read_training_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[s
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r} does not exist: give the path of a .ckpt file to resume")
-    checkpoint = load_torch_file(path)
+    what = f"{key} ({path})" if "=" in key else f"{key}={str(path)!r}"
+    checkpoint = load_torch_file(path, what)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
         raise ConfigError(
             f"{key}={str(path)!r} is not a training checkpoint of this project (no state_dict/global_step)"

@@ -56,7 +56,7 @@ def resolve_checkpoint_path(path: str | Path, key: str = "model.pretrained") -> 
 def read_checkpoint(path: str | Path, key: str = "model.pretrained") -> dict[str, Any]:
     """Load one of our checkpoints onto the CPU (weights_only), checking it describes its model."""
     p = resolve_checkpoint_path(path, key)
-    checkpoint = load_torch_file(p)
+    checkpoint = load_torch_file(p, f"{key}={str(p)!r}")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model_config"), dict):
         raise ConfigError(f"{key}={str(p)!r} is not a lightning-llm checkpoint (it has no model_config)")
     if not isinstance(checkpoint.get("model_family"), str) or not isinstance(checkpoint.get("state_dict"), dict):

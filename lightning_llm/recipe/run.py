@@ -129,7 +129,7 @@ class TrainingRecipe:
         if cfg.get("ckpt_path"):
             self.ckpt_path, key = str(cfg.ckpt_path), "ckpt_path"
         elif cfg.get("resume") == "auto":
-            self.ckpt_path, key = self.last_checkpoint(), "resume=auto (the run folder's checkpoints/last.ckpt)"
+            self.ckpt_path, key = self.last_checkpoint(), "resume=auto"
         if self.ckpt_path:  # a resume must be possible before anything is touched: read it now (weights_only)
             self.resume_step = int(read_training_checkpoint(self.ckpt_path, key)["global_step"])
 
@@ -307,9 +307,9 @@ class TrainingRecipe:
         results.tokens = self.module.tokens_seen
         results.wall_seconds = round(time.perf_counter() - self.started, 2)
         results.samples = [s for cb in trainer.callbacks if isinstance(cb, SampleGeneration) for s in cb.samples]
-        checkpoints = [cb for cb in trainer.checkpoint_callbacks if cb.best_model_path]
-        if checkpoints:
-            results.checkpoints = {"best": checkpoints[0].best_model_path, "last": checkpoints[-1].best_model_path}
+        best = [cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor and cb.best_model_path]
+        found = {"best": best[0] if best else None, "last": self.last_checkpoint()}
+        results.checkpoints = {k: v for k, v in found.items() if v} or None
         if trainer.is_global_zero:
             results.write(self.output_dir)
             print(f"outputs: {self.output_dir} (results.json, checkpoints/, csv/metrics.csv)")

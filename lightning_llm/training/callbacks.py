@@ -38,8 +38,10 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _save_now(self, trainer: pl.Trainer) -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
-            self._save_checkpoint(trainer, self.format_checkpoint_name(self._monitor_candidates(trainer)))
+            path = self.format_checkpoint_name(self._monitor_candidates(trainer))
+            self._save_checkpoint(trainer, path)
             self._last_global_step_saved = trainer.global_step
+            self.best_model_path = self.last_model_path = path
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

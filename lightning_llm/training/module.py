@@ -18,6 +18,8 @@ from lightning_llm.objectives import Objective
 from lightning_llm.training.optim import parameter_groups
 
 log = get_logger(__name__)
+#: A validation loss this many times ln(vocabulary size) (a uniform guess) means the weights diverged.
+DIVERGED_LOSS_FACTOR = 4.0
 
 
 def _non_finite(tensors: Any) -> bool:
@@ -35,7 +37,9 @@ class LanguageModelModule(pl.LightningModule):
     """Trains `model` with `objective`; logs train/val loss, the gradient norm, the objective's metrics and tokens.
 
     A checkpoint never holds non-finite weights or optimizer state: a NaN/inf loss or gradient norm stops the
-    run before the optimizer step, and a checkpoint write is refused when anything it would hold is not finite.
+    run before the optimizer step, and a checkpoint write is refused when anything it would hold is not finite,
+    or when the validation loss it follows is worse than DIVERGED_LOSS_FACTOR uniform guesses (finite weights a
+    huge learning rate has wrecked).
     """
 
     def __init__(
@@ -146,6 +150,10 @@ class LanguageModelModule(pl.LightningModule):
         method as plain data); a parameter-efficient run keeps only its trained weights plus the base's path."""
         if _non_finite(checkpoint["state_dict"]) or _non_finite(checkpoint.get("optimizer_states")):
             raise self.diverged("the weights or optimizer state became NaN or infinite (not saved)")
+        val_loss = self.trainer.callback_metrics.get("val/loss") if self._trainer is not None else None
+        limit = DIVERGED_LOSS_FACTOR * math.log(max(2, self.model.config.vocab_size))
+        if val_loss is not None and not (math.isfinite(float(val_loss)) and float(val_loss) <= limit):
+            raise self.diverged(f"val/loss is {float(val_loss):.4g}, above {limit:.1f} (not saved)")
         if self.finetune.saves_trainable_only:
             keep = {f"model.{k}" for k in self.finetune.trainable_state_dict(self.model)}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
