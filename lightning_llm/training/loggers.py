@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import secrets
@@ -9,8 +10,6 @@ import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-import csv
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
