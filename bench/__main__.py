@@ -1,7 +1,8 @@
 """`python -m bench [--quick] [--threads N] [--budget S] [--only step|lightning] [--profile] [--output PATH]`.
 
 Part 1: a training step of our GPT vs HF GPT-2 of the same shape. Part 2: Lightning's per-step overhead over a
-bare loop. Prints a table and writes it, with the machine and date, to bench/results.md (see bench/README.md).
+bare loop. Prints a table and writes it, with the machine and date, to logs/bench/results.md (untracked: copy
+the figures worth keeping into bench/README.md).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--only", choices=("step", "lightning"), help="run one part: model step vs HF, or Lightning")
     p.add_argument("--profile", action="store_true", help="also print torch.profiler tables (default model)")
-    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results.md", help="markdown results file")
+    p.add_argument("--output", type=Path, default=ROOT / "logs" / "bench" / "results.md", help="markdown results file")
     return p.parse_args(argv)
 
 
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         *(f"- {k}: {v}" for k, v in info.items()),
         "",
     ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join([*header, text, ""]), encoding="utf-8")
     print(f"\n[bench] wrote {args.output}")
     return 0

@@ -24,6 +24,12 @@ class TrainingDiverged(LightningLLMError):
     exit_code = 3
 
 
+class EvalIncomplete(LightningLLMError):
+    """Requested evaluation tasks could not run (their results say why); `eval.on_error=skip` accepts that."""
+
+    exit_code = 4
+
+
 class RunInterrupted(LightningLLMError):
     """The run was stopped by a signal; a checkpoint was written when it had trained. Exit code 128 + signal
     (143 for SIGTERM, 130 for Ctrl-C), as shells report it."""

@@ -37,3 +37,50 @@ def get_logger(name: str) -> logging.Logger:
     if not any(isinstance(f, RankZeroFilter) for f in logger.filters):
         logger.addFilter(RankZeroFilter())
     return logger
+
+
+#: Warnings a user can do nothing about, each with why it is harmless here.
+KNOWN_HARMLESS_WARNINGS = (
+    # Lightning's pytree helper calls a torch API torch 2.13 deprecated: nothing for a user to change
+    r".*isinstance\(treespec, LeafSpec\).*",
+    # Lightning cannot see that our ResumableSampler restores the data position: the resume is exact (tested)
+    r".*your dataloader is not resumable.*",
+    # resuming into the run's own folder is by design; our CSV logger keeps the rows before the checkpoint
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Experiment logs directory .* exists and is not empty.*",
+    # a CPU process with num_workers=0 is the fast setting for packed token blocks in memory
+    r".*does not have many workers.*",
+    # under DDP each rank reads its own part through Lightning's DistributedSampler, as intended
+    r".*DistributedSampler.*",
+    # deprecations inside torch.distributed and Lightning that no config can change
+    r".*all_gather.*deprecated.*",
+    r".*`all_gather_object`.*",
+    # the model summary cannot count FLOPs of a bf16 model on CPU; the count is ours (flops_per_token)
+    r".*(FLOPs|flop counter|FlopCounterMode).*",
+)
+#: Log lines of other libraries that are advertisements or say nothing (matched on the message).
+KNOWN_NOISE = ("litlogger", "was configured so 100% of the batches will be used", "anonymous setting")
+
+
+class DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(noise in message for noise in KNOWN_NOISE)
+
+
+def quiet_known_noise() -> None:
+    """Filter the known-harmless warnings and log lines, in one place (see the reasons above), and make
+    Lightning's log lines go through the root handlers once (console and train.log) instead of twice."""
+    import warnings
+
+    for pattern in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()  # lightning/__init__ adds its own console handler
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "wandb"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNoise) for f in logger.filters):
+            logger.addFilter(DropNoise())
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, DropNoise) for f in handler.filters):
+            handler.addFilter(DropNoise())

@@ -46,7 +46,7 @@ def env(tmp_path: Path, seed: int = 1234, **kwargs) -> EvalEnv:
 
 
 def suite(tmp_path: Path, **tasks: dict) -> dict:
-    return {"tasks": tasks, "progress": False, "strict": True, "cache_dir": str(tmp_path / "cache")}
+    return {"tasks": tasks, "progress": False, "on_error": "raise", "cache_dir": str(tmp_path / "cache")}
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -277,7 +277,7 @@ STANDARD_ON_FIXTURES = [
     "eval.num_fewshot=1",
     "eval.batch_size=4",
     "eval.progress=false",
-    "eval.strict=true",
+    "eval.on_error=raise",
     f"eval.tasks.perplexity.path={FIXTURES}/corpus.jsonl",
     "eval.tasks.perplexity.holdout_fraction=null",
     f"eval.tasks.stdlib_summaries.path={FIXTURES}/summaries.jsonl",
@@ -420,6 +420,6 @@ def test_config_mistakes_fail_fast_in_one_line(tmp_path):
         build_suite({"limits": 3})
     model = GPT(**TINY)
     bad_column = task_yaml("arc_easy", path=str(FIXTURES / "boolq.jsonl"))
-    out = evaluate({**suite(tmp_path, arc=bad_column), "strict": False}, model, TOKENIZER, tmp_path, seed=0)
+    out = evaluate({**suite(tmp_path, arc=bad_column), "on_error": "fail"}, model, TOKENIZER, tmp_path, seed=0)
     assert out["tasks"]["arc"]["status"] == "error" and "lacks column 'choices'" in out["tasks"]["arc"]["reason"]
     assert out["summary"]["status"]["error"] == ["arc"] and out["summary"]["average"] is None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
 from lightning_llm.errors import ConfigError
+from lightning_llm.hub import hub_available
 
 _BUILDERS = {
     ".txt": "text",
@@ -49,6 +50,11 @@ def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_b
     datasets_log.setLevel(logging.CRITICAL)  # its own error lines would precede ours
     try:
         if not looks_local(source):
+            if not hub_available():
+                raise ConfigError(
+                    f"data.path={path!r} is a `datasets` hub name and the Hugging Face Hub is unreachable "
+                    "(or an HF_*_OFFLINE switch is set): give a local file with the same columns"
+                )
             return datasets.load_dataset(source, name, split=split, cache_dir=cache)
         local = Path(source).expanduser()
         files = sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS) if local.is_dir() else [str(local)]

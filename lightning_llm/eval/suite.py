@@ -19,6 +19,7 @@ from lightning_llm.tokenizers import Tokenizer
 
 log = get_logger(__name__)
 
+ON_ERROR = ("fail", "skip", "raise")
 SUMMARY_DEFINITION = (
     "mean over the tasks with a random_baseline of (score - baseline) / (1 - baseline) on the task's primary "
     "metric (llm-foundry's eval gauntlet, equal weights); 0 = chance, 1 = perfect"
@@ -35,7 +36,7 @@ class SuiteConfig:
     batch_size: int = 16
     seed: int | None = None
     progress: bool = True
-    strict: bool = False
+    on_error: str = "fail"  # fail: the run ends `partial`, exit 4; skip: accepted; raise: stop at the first
     cache_dir: str = ".cache/lightning-llm"
 
 
@@ -47,6 +48,8 @@ def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConf
         if key not in known:
             raise unknown_key(f"eval.{key}", known, "the eval suite (conf/eval/none.yaml)")
     suite = SuiteConfig(**raw)
+    if suite.on_error not in ON_ERROR:
+        raise ConfigError(f"eval.on_error={suite.on_error!r} is unknown: use one of {', '.join(ON_ERROR)}")
     tasks = []
     for name, task_raw in (suite.tasks or {}).items():
         if not isinstance(task_raw, dict):
@@ -135,13 +138,14 @@ def evaluate(
     try:
         with torch.inference_mode():
             for task in tasks:
-                results[task.name] = result = run_task(task, lm, env, suite.strict)
+                results[task.name] = result = run_task(task, lm, env, suite.on_error == "raise")
                 if suite.progress:
                     log.info("eval %s: %s", task.name, _one_line(result))
     finally:
         model.train(was_training)
     return {
         "seed": env.seed,
+        "on_error": suite.on_error,
         "family": model.family,
         "framing": lm.describe(),
         "tasks": results,

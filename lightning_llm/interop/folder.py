@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from safetensors import safe_open
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.hub import hub_offline, hub_reachable
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -34,7 +32,6 @@ HUB_FILES = [
     "vocab.txt",
 ]
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_TRUE = {"1", "on", "yes", "true"}
 
 
 def resolve_folder(path: str | os.PathLike) -> Path:
@@ -48,28 +45,6 @@ def resolve_folder(path: str | os.PathLike) -> Path:
     if not _HUB_ID.fullmatch(text) or text.startswith(".") or text.endswith("/"):
         raise ConfigError(f"model folder {text} does not exist")
     return _from_hub(text)
-
-
-def hub_offline() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host accepts a TCP connection; DNS included, bounded by `timeout` (never hangs)."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    ok = threading.Event()
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            ok.set()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return ok.is_set()
 
 
 def _from_hub(repo_id: str) -> Path:
@@ -94,12 +69,12 @@ def _from_hub(repo_id: str) -> Path:
         return download(local_only=True)
     except Exception:  # not cached (huggingface_hub raises several types): go online if allowed
         pass
-    if hub_offline():
+    if hub_offline(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         raise ConfigError(
             f"{repo_id!r} is not a local folder and not in the hub cache, and HF_HUB_OFFLINE=1: "
             "download it where the hub is reachable, or pass a local folder"
         )
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ConfigError(
             f"{repo_id!r} is not a local folder, and the Hugging Face Hub is unreachable from here: "
             "pass a local folder with config.json and model.safetensors"

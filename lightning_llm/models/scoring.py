@@ -11,6 +11,7 @@ that family's score.py. Requests are scored in padded batches, longest first.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -190,7 +191,8 @@ class EvalLM:
             else:
                 batches.append([i])
         results: list[Any] = [None] * len(items)
-        for batch in tqdm(batches, desc=desc, disable=not self.progress or len(batches) < 2, leave=False):
+        quiet = not self.progress or len(batches) < 2 or not sys.stderr.isatty()
+        for batch in tqdm(batches, desc=desc, disable=quiet, leave=False):
             for i, result in zip(batch, run([items[i] for i in batch]), strict=True):
                 results[i] = result
         return results

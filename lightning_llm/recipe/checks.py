@@ -4,6 +4,7 @@ the key and the fix."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import hydra.utils
@@ -14,8 +15,11 @@ from omegaconf import DictConfig
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.loading import check_data_path, check_loader_settings
 from lightning_llm.errors import ConfigError
+from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
 from lightning_llm.tokenizers import check_tokenizer_type
+
+log = get_logger(__name__)
 
 
 def model_family(cfg: DictConfig) -> Family:
@@ -38,6 +42,7 @@ def check_config(cfg: DictConfig) -> None:
     check_objective(cfg)
     check_precision(cfg)
     check_strategy(cfg)
+    warn_about_devices(cfg)
     check_pretrained(cfg)
     check_data_path(cfg.data.path)
     ckpt_path = cfg.get("ckpt_path")
@@ -62,6 +67,25 @@ def check_objective(cfg: DictConfig) -> None:
     )
 
 
+def on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def warn_about_devices(cfg: DictConfig) -> None:
+    """More CPU processes than cores runs, but each process gets less than a core: say so once."""
+    devices, cores = cfg.trainer.get("devices", 1), len(os.sched_getaffinity(0))
+    if on_cpu(cfg) and isinstance(devices, int) and devices > cores:
+        log.warning(
+            "trainer.devices=%d starts %d processes on %d CPU cores: each gets less than a core and every step "
+            "waits for the slowest; use trainer.devices=%d or fewer",
+            devices,
+            devices,
+            cores,
+            cores,
+        )
+
+
 def check_pretrained(cfg: DictConfig) -> None:
     """A fine-tuning method adapts a pretrained model: without one it would tune random weights."""
     method = hydra.utils.get_class(cfg.finetune._target_)
@@ -74,14 +98,12 @@ def check_pretrained(cfg: DictConfig) -> None:
 
 def check_precision(cfg: DictConfig) -> None:
     precision = str(cfg.trainer.get("precision", "32-true"))
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if precision.startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
         raise ConfigError(
             f"precision={precision} needs NVIDIA Transformer Engine on a CUDA GPU: pip install transformer-engine, "
             "or use precision=bf16-mixed"
         )
-    if on_cpu and precision.startswith("16"):
+    if on_cpu(cfg) and precision.startswith("16"):
         raise ConfigError(
             f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
         )

@@ -72,3 +72,18 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_to_lightning() -> Iterator[None]:
+    """During fit, Lightning stops between steps on SIGTERM (and LastCheckpoint saves them): our handler, which
+    would stop mid-step, steps aside (Lightning chains any callable handler it finds)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -30,11 +32,11 @@ from lightning_llm.checkpoints import (
     load_weights,
     read_training_checkpoint,
 )
-from lightning_llm.errors import ConfigError, RunInterrupted, TrainingDiverged, user_error_in
+from lightning_llm.errors import ConfigError, EvalIncomplete, RunInterrupted, TrainingDiverged, user_error_in
 from lightning_llm.eval import build_suite, evaluate
 from lightning_llm.eval.forgetting import ForgettingProbe
 from lightning_llm.finetune import FinetuneMethod, count_parameters
-from lightning_llm.log import get_logger, process_rank
+from lightning_llm.log import get_logger, process_rank, quiet_known_noise
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
 from lightning_llm.recipe.checks import check_config, model_family
@@ -46,6 +48,7 @@ from lightning_llm.recipe.context import (
     resolved_config,
     set_num_threads,
     sigterm_raises,
+    sigterm_to_lightning,
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
 from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
@@ -249,8 +252,15 @@ class TrainingRecipe:
         self.module = make_module(
             model=self.model, objective=self.objective, finetune=self.finetune, base_checkpoint=self.base_checkpoint()
         )
+        callbacks = instantiate_all(cfg.get("callbacks"))
+        terminal = sys.stdout.isatty()
+        if not terminal:  # a live bar writes control codes into log files: the text progress lines replace it
+            callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
         self.trainer = instantiate(
-            cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=instantiate_all(cfg.get("logger")),
+            **({} if terminal else {"enable_progress_bar": False}),
         )
         if is_multirun():  # DDP children of this job must run this job only (see recipe.ddp)
             os.environ[DDP_JOB_ENV] = ddp_job_spec(self.results.overrides, str(self.output_dir))
@@ -269,7 +279,8 @@ class TrainingRecipe:
         if cfg.get("validate_before_fit") and not self.ckpt_path:
             self.results.val_start = _scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
         tokens_before, fit_started = module.tokens_seen, time.perf_counter()
-        trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        with sigterm_to_lightning():
+            trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
         self.results.fit_seconds = round(fit_seconds, 2)
         self.results.tokens_per_s = round((module.tokens_seen - tokens_before) / fit_seconds, 1)
@@ -299,10 +310,17 @@ class TrainingRecipe:
             for logger in trainer.loggers:
                 logger.log_metrics(eval_scalars(self.results.eval), step=trainer.global_step)
 
+    def incomplete_eval(self) -> list[str]:
+        """The requested eval tasks that could not run, when the suite says that fails the run."""
+        evaluation = self.results.eval
+        if not evaluation or evaluation.get("on_error") != "fail":
+            return []
+        return [name for name, result in evaluation["tasks"].items() if result["status"] == "error"]
+
     def report(self) -> None:
         """Fill the totals and write results.json (rank 0)."""
         trainer, results = self.trainer, self.results
-        results.status = "completed"
+        results.status = "partial" if self.incomplete_eval() else "completed"
         results.steps = trainer.global_step
         results.tokens = self.module.tokens_seen
         results.wall_seconds = round(time.perf_counter() - self.started, 2)
@@ -317,6 +335,11 @@ class TrainingRecipe:
     def run(self) -> RunResults:
         """The stages in order. A failure before the checks pass leaves no trace (an empty folder Hydra made is
         removed); after them, results.json says how the run ended (completed, diverged, interrupted, failed)."""
+        quiet_known_noise()
+        if not sys.stderr.isatty():  # progress bars in a log file are control-code noise
+            from datasets.utils import disable_progress_bars
+
+            disable_progress_bars()
         try:
             self.check()
         except BaseException:
@@ -336,6 +359,13 @@ class TrainingRecipe:
             if handler is not None:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
+        failed = self.incomplete_eval()
+        if failed:
+            reasons = "; ".join(f"{n}: {self.results.eval['tasks'][n]['reason']}" for n in failed[:2])
+            raise EvalIncomplete(
+                f"{len(failed)} of {len(self.results.eval['tasks'])} eval tasks could not run ({reasons}): the "
+                "rest are in results.json (status partial); eval.on_error=skip accepts that"
+            )
         return self.results
 
     def ended_by(self, err: BaseException) -> BaseException:
@@ -345,7 +375,8 @@ class TrainingRecipe:
             isinstance(err, SystemExit) and trainer is not None and trainer.interrupted
         )
         if interrupted:
-            signum = signal.SIGINT if isinstance(err, KeyboardInterrupt | SystemExit) else signal.SIGTERM
+            sigterm = isinstance(err, SIGTERMException | Terminated)  # SIGTERMException is a SystemExit
+            signum = signal.SIGTERM if sigterm else signal.SIGINT
             last = self.last_checkpoint()
             where = f"the last checkpoint is {last}: continue with resume=auto" if last else "no checkpoint was written"
             step = trainer.global_step if trainer is not None else 0

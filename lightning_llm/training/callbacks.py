@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightning_llm.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _batch_size(batch: dict[str, torch.Tensor]) -> int:
@@ -25,6 +31,58 @@ class TokenThroughputMonitor(ThroughputMonitor):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_batch_tokens, **kwargs)
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich's bar for terminals, titled with steps of max_steps (not "Epoch 0/-2" of an endless epoch)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
+        return f"step {trainer.global_step}/{total}"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, description=self._get_train_description(0))
+
+
+class TextProgress(pl.Callback):
+    """A plain progress line every `every_n_steps` (step, loss, tokens/s, elapsed, ETA) for logs that are not a
+    terminal (`make train > log`, nohup, SLURM), where a live bar prints nothing readable. The recipe uses it
+    instead of the bar when stdout is not a TTY."""
+
+    def __init__(self, every_n_steps: int = 50, only_without_terminal: bool = True) -> None:
+        self.every_n_steps = max(1, every_n_steps)
+        self.enabled = not (only_without_terminal and sys.stdout.isatty())
+        self.started: float | None = None
+        self.first_step = 0
+        self.first_tokens = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started, self.first_step = time.perf_counter(), trainer.global_step
+        self.first_tokens = getattr(pl_module, "tokens_seen", 0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
+        step = trainer.global_step
+        if not self.enabled or (step % self.every_n_steps and step != trainer.max_steps):
+            return
+        elapsed = time.perf_counter() - (self.started or time.perf_counter())
+        done = max(1, step - self.first_step)
+        tokens_per_s = (getattr(pl_module, "tokens_seen", 0) - self.first_tokens) / max(elapsed, 1e-9)
+        loss = trainer.callback_metrics.get("train/loss")
+        parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        parts += [f"{tokens_per_s:,.0f} tokens/s", f"elapsed {_clock(elapsed)}"]
+        if trainer.max_steps > 0:
+            parts.append(f"ETA {_clock(elapsed / done * (trainer.max_steps - step))}")
+        log.info(" | ".join(parts))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class LastCheckpoint(ModelCheckpoint):
