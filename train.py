@@ -35,6 +35,19 @@ def main(cfg: DictConfig) -> float | None:
     return results["metrics"].get(cfg.optimized_metric)
 
 
+def config_path_from_cwd(argv: list[str]) -> list[str]:
+    """`--config-path <run>/.hydra` relative to the current folder, like every other path (Hydra would read it
+    relative to train.py)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = os.path.abspath(out[i + 1])
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={os.path.abspath(arg.split('=', 1)[1])}"
+    return out
+
+
 def cli() -> None:
     """Check the command line, then compose and run; Hydra's composition errors become one line too."""
     from hydra.errors import ConfigCompositionException
@@ -47,6 +60,6 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = ddp_child_argv(sys.argv, dict(os.environ))
+    sys.argv = config_path_from_cwd(ddp_child_argv(sys.argv, dict(os.environ)))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing and exiting 1
     sys.exit(run_command(cli))
