@@ -73,7 +73,7 @@ class FixedLogProbs(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.logits.expand(*input_ids.shape, -1)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask=None, **sampling) -> torch.Tensor:
         return generate_tokens(lambda ids: self(ids)[:, -1], input_ids, max_new_tokens, **sampling)
 
 

@@ -17,6 +17,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from lightning_llm.errors import ConfigError, unknown_key
+from lightning_llm.models.cache import LayerCache
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2, T5 v1.1 ("gelu_new")
@@ -122,10 +123,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate `x` of shape (batch, heads, time, head_dim), halves-split layout."""
-        t = x.size(-2)
-        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate `x` of shape (batch, heads, time, head_dim), halves-split layout; `positions` (batch or 1, time)
+        are the absolute positions (default 0..time-1)."""
+        if positions is None:
+            t = x.size(-2)
+            cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+        else:
+            cos, sin = self.cos[positions].to(x.dtype)[:, None], self.sin[positions].to(x.dtype)[:, None]
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
@@ -153,10 +158,11 @@ class RelativePositionBias(nn.Module):
         large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
         return buckets + torch.where(relative < max_exact, relative, large)
 
-    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
-        """The additive bias, shape (1, heads, q_len, k_len)."""
+    def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> torch.Tensor:
+        """The additive bias, shape (1, heads, q_len, k_len); queries start at position `q_offset` (a cache)."""
         device = self.embedding.weight.device
-        relative = torch.arange(k_len, device=device)[None, :] - torch.arange(q_len, device=device)[:, None]
+        queries = torch.arange(q_offset, q_offset + q_len, device=device)
+        relative = torch.arange(k_len, device=device)[None, :] - queries[:, None]
         return self.embedding(self.bucket(relative)).permute(2, 0, 1).unsqueeze(0)
 
 
@@ -224,17 +230,32 @@ class Attention(nn.Module):
         return x.view(x.size(0), x.size(1), n, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`x` (batch, time, n_embd); `memory` is the encoder output for cross-attention."""
+        """`x` (batch, time, n_embd); `memory` is the encoder output for cross-attention; with a `cache`, the new
+        keys/values join the cached ones (cross-attention's are computed from `memory` once); `positions` are
+        the absolute positions of `x` for rotary embeddings."""
         kv_dim = self.n_kv_head * self.head_dim
         if self.cross:
-            q, (k, v) = self.q(x), self.kv(memory).split(kv_dim, dim=-1)
+            q = self._heads(self.q(x), self.n_head)
+            if cache is not None and cache.keys is not None:
+                k, v = cache.keys, cache.values
+            else:
+                k, v = (self._heads(t, self.n_kv_head) for t in self.kv(memory).split(kv_dim, dim=-1))
+                if cache is not None:
+                    cache.append(k, v)
         else:
             q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
-        q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
-        if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
+            q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
+            if self.rope is not None:
+                q, k = self.rope(q, positions), self.rope(k, positions)
+            if cache is not None:
+                k, v = cache.append(k, v)
         if attn_mask is not None and attn_mask.is_floating_point():
             attn_mask = attn_mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
@@ -243,7 +264,8 @@ class Attention(nn.Module):
             v,
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal and attn_mask is None,
+            # a cached step's queries see every cached key: causality needs no mask for them
+            is_causal=self.causal and attn_mask is None and q.size(-2) == k.size(-2),
             scale=self.scale,
             enable_gqa=self.n_kv_head != self.n_head,
         )
@@ -299,18 +321,22 @@ class Block(nn.Module):
         attn_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
+        cache: tuple[LayerCache, LayerCache | None] | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self._residual(x, lambda h: self.attn(h, attn_mask), self.norm_attn)
+        """`cache`: this block's (self-attention, cross-attention) caches while generating."""
+        own, cross = cache if cache is not None else (None, None)
+        x = self._residual(x, lambda h: self.attn(h, attn_mask, cache=own, positions=positions), self.norm_attn)
         if self.cross_attn is not None:
-            x = self._residual(x, lambda h: self.cross_attn(h, memory_mask, memory), self.norm_cross)
+            x = self._residual(x, lambda h: self.cross_attn(h, memory_mask, memory, cache=cross), self.norm_cross)
         return self._residual(x, self.mlp, self.norm_mlp)
 
 
-def run_block(block: nn.Module, checkpointing: bool, *args: torch.Tensor | None) -> torch.Tensor:
+def run_block(block: nn.Module, checkpointing: bool, *args: torch.Tensor | None, **kwargs: object) -> torch.Tensor:
     """Call a block; with activation checkpointing its activations are recomputed in backward, not stored."""
     if checkpointing and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-    return block(*args)
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 def init_weights(module: nn.Module, n_layer: int) -> None:

@@ -48,9 +48,15 @@ class GenerationSettings:
     top_k: int | None = None
     top_p: float | None = None
     until: list[str] = field(default_factory=list)  # stop strings: the output is cut before the first one
+    repetition_penalty: float = 1.0  # > 1 discourages repeating tokens (transformers' definition)
 
     def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
 
 
 def rolling_windows(tokens: list[int], prefix: list[int], max_tokens: int, stride: int) -> list[Pair]:
@@ -126,16 +132,20 @@ class EvalLM:
     def generate_ids(
         self, prompts: Sequence[list[int]], settings: GenerationSettings, seed: int, desc: str = "generate"
     ) -> list[list[int]]:
-        """New token ids after each prompt (ids), up to eos (excluded). Prompts of one length share a batch."""
+        """New token ids after each prompt (ids), up to eos (excluded). Prompts share left-padded batches."""
         self.check_generation()
         generator = torch.Generator(device=self.device).manual_seed(seed)
         rows = [self.frame_prompt(list(p)) for p in prompts]
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
 
         def run(batch: list[list[int]]) -> list[list[int]]:
-            new = self.generate_batch(torch.tensor(batch, device=self.device), settings, generator).tolist()
+            width = max(map(len, batch))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
+            new = self.generate_batch(ids, mask, settings, generator).tolist()
             return [ids[: ids.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in ids else ids for ids in new]
 
-        return self.in_batches(rows, run, desc, equal_length=True)
+        return self.in_batches(rows, run, desc)
 
     # -- shared machinery --------------------------------------------------------------------------
     def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
@@ -228,7 +238,7 @@ class EvalLM:
         raise NotImplementedError
 
     def generate_batch(
-        self, ids: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
     ) -> torch.Tensor:
-        """New tokens (batch, new) after equal-length framed prompts (batch, time)."""
+        """New tokens (batch, new) after left-padded framed prompts (batch, time) and their mask (1 = real)."""
         raise NotImplementedError

@@ -69,6 +69,16 @@ class ParallelDecoder(LanguageModel):
         return self.lm_head(self.encode(input_ids, attention_mask))
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
-        window = self.context_length
-        return generate_tokens(lambda ids: self(ids[:, -window:])[:, -1], input_ids, max_new_tokens, **sampling)
+    def generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask: torch.Tensor | None = None, **sampling: Any
+    ) -> torch.Tensor:
+        """Without a cache; left padding is masked (rotary attention does not see the shift)."""
+        window, prompt_mask = self.context_length, attention_mask
+
+        def next_logits(ids: torch.Tensor) -> torch.Tensor:
+            if prompt_mask is None:
+                return self(ids[:, -window:])[:, -1]
+            mask = torch.cat((prompt_mask, prompt_mask.new_ones(ids.size(0), ids.size(1) - prompt_mask.size(1))), 1)
+            return self(ids[:, -window:], mask[:, -window:])[:, -1]
+
+        return generate_tokens(next_logits, input_ids, max_new_tokens, **sampling)

@@ -18,7 +18,8 @@ from lightning_llm.models.blocks import (
     prepend_prefix,
     run_block,
 )
-from lightning_llm.models.generation import generate_tokens
+from lightning_llm.models.cache import KVCache
+from lightning_llm.models.generation import decode, left_pad_positions
 
 
 class GPT(LanguageModel):
@@ -53,27 +54,105 @@ class GPT(LanguageModel):
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final (normalised) hidden states (batch, time, n_embd); `attention_mask` 1 = real token."""
-        x, attention_mask, n_prefix = prepend_prefix(self.prefix, self.wte(input_ids), attention_mask)
+    def positions(
+        self, position_ids: torch.Tensor | None, past: int, steps: int, n_prefix: int, batch: int
+    ) -> torch.Tensor:
+        """Absolute positions of the `steps` positions after `past` cached ones: `position_ids` (of the tokens,
+        e.g. of left-padded rows) are shifted past any prefix, which takes positions 0..n_prefix-1."""
+        device = self.wte.weight.device
+        if position_ids is None:
+            return torch.arange(past, past + steps, device=device)[None]
+        positions = position_ids.to(device) + self.prefix_length
+        if n_prefix:
+            prefix = torch.arange(n_prefix, device=device)[None].expand(batch, -1)
+            positions = torch.cat((prefix, positions), dim=1)
+        return positions
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final (normalised) hidden states (batch, time, n_embd); `attention_mask` 1 = real token. With a
+        `cache` (generation) only the new tokens are read and their keys/values join the cache."""
+        batch, past = input_ids.size(0), cache.length if cache is not None else 0
+        x, n_prefix = self.wte(input_ids), 0
+        if past == 0:  # the prefix (prompt tuning) opens the sequence, once
+            x, attention_mask, n_prefix = prepend_prefix(self.prefix, x, attention_mask)
         t = x.size(1)
-        if t > self.config.block_size:
-            raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
+        if past + t > self.config.block_size:
+            raise ValueError(f"sequence length {past + t} exceeds model.block_size={self.config.block_size}")
+        positions = self.positions(position_ids, past, t, n_prefix, batch)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(t, device=input_ids.device))
+            x = x + self.wpe(positions)
         x = self.drop(x)
-        mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
-        for block in self.blocks:
-            x = run_block(block, self.activation_checkpointing, x, mask)
+        if cache is not None:
+            keys = cache.extend_mask(attention_mask, batch, t, x.device)
+            if keys is None and past and t > 1:  # several new tokens after cached ones: causal by explicit mask
+                keys = torch.ones(batch, past + t, dtype=torch.long, device=x.device)
+            mask = None if keys is None else attention_bias(keys, causal=True, q_len=t, k_len=past + t)
+        else:
+            mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
+        rope_positions = positions if self.config.positions == "rope" and (position_ids is not None or past) else None
+        for i, block in enumerate(self.blocks):
+            layer_cache = (cache.layer(i), None) if cache is not None else None
+            x = run_block(block, self.activation_checkpointing, x, mask, cache=layer_cache, positions=rope_positions)
+        if cache is not None:
+            cache.length += t
         return self.norm_f(x[:, n_prefix:])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Next-token logits for every position; pass `attention_mask` only for padded batches."""
-        return self.lm_head(self.encode(input_ids, attention_mask))
+        return self.lm_head(self.encode(input_ids, attention_mask, cache, position_ids))
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
-        """Sample continuations of `input_ids` (batch, time): temperature (0 = greedy), top_k, top_p,
-        eos_id, generator."""
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        use_cache: bool = True,
+        **sampling: Any,
+    ) -> torch.Tensor:
+        """Continue `input_ids` (batch, time; left-padded rows with `attention_mask`): returns prompt + new tokens.
+
+        `sampling`: temperature (0 = greedy), top_k, top_p, repetition_penalty, eos_id, generator, on_token. With
+        the cache each new token costs one position; past the context it falls back to a sliding window, as the
+        uncached path does throughout."""
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        mask = attention_mask.long() if padded else torch.ones_like(input_ids)
+        state = {"ids": input_ids, "mask": mask, "cache": KVCache() if use_cache else None}
         window = self.context_length
-        return generate_tokens(lambda ids: self(ids[:, -window:])[:, -1], input_ids, max_new_tokens, **sampling)
+
+        def windowed() -> torch.Tensor:
+            ids, keep = state["ids"][:, -window:], state["mask"][:, -window:]
+            if not padded:
+                return self(ids)[:, -1]
+            return self(ids, keep, position_ids=left_pad_positions(keep))[:, -1]
+
+        def step(next_ids: torch.Tensor) -> torch.Tensor:
+            state["ids"] = torch.cat((state["ids"], next_ids), dim=1)
+            state["mask"] = torch.cat((state["mask"], torch.ones_like(next_ids)), dim=1)
+            cache = state["cache"]
+            if cache is None or cache.length + 1 > self.config.block_size:
+                state["cache"] = None
+                return windowed()
+            positions = left_pad_positions(state["mask"])[:, -1:] if padded else None
+            return self(next_ids, torch.ones_like(next_ids) if padded else None, cache, positions)[:, -1]
+
+        if state["cache"] is not None and self.prefix_length + input_ids.size(1) <= self.config.block_size:
+            positions = left_pad_positions(mask) if padded else None
+            first = self(input_ids, mask if padded else None, state["cache"], positions)[:, -1]
+        else:
+            state["cache"] = None
+            first = windowed()
+        new = decode(step, first, input_ids, max_new_tokens, **sampling)
+        return torch.cat((input_ids, new), dim=1)

@@ -49,9 +49,14 @@ class DecoderEvalLM(EvalLM):
         return ((self.prefix_ids + ids) or self.rolling_prefix)[-self.block_size :]
 
     def generate_batch(
-        self, ids: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
     ) -> torch.Tensor:
         out = self.model.generate(
-            ids, settings.max_new_tokens, eos_id=self.tokenizer.eos_id, generator=generator, **settings.sampling()
+            ids,
+            settings.max_new_tokens,
+            attention_mask=mask,
+            eos_id=self.tokenizer.eos_id,
+            generator=generator,
+            **settings.sampling(),
         )
         return out[:, ids.size(1) :]

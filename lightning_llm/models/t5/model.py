@@ -19,7 +19,8 @@ from lightning_llm.models.blocks import (
     prepend_prefix,
     run_block,
 )
-from lightning_llm.models.generation import generate_tokens
+from lightning_llm.models.cache import KVCache
+from lightning_llm.models.generation import decode
 
 
 class T5(LanguageModel):
@@ -68,16 +69,22 @@ class T5(LanguageModel):
         decoder_input_ids: torch.Tensor,
         memory: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Decoder logits given the encoder output `memory` and the encoder's padding mask."""
-        t, s = decoder_input_ids.size(1), memory.size(1)
+        """Decoder logits given the encoder output `memory` and the encoder's padding mask; with a `cache`, only
+        the new decoder tokens are read (cross-attention keys/values come from `memory` once)."""
+        t, s, past = decoder_input_ids.size(1), memory.size(1), cache.length if cache is not None else 0
         if attention_mask is not None and attention_mask.size(1) < s:  # memory has prefix positions first
             attention_mask = F.pad(attention_mask, (s - attention_mask.size(1), 0), value=1)
-        self_mask = attention_bias(None, causal=True, q_len=t, k_len=t, bias=self.decoder_bias(t, t))
+        bias = self.decoder_bias(t, past + t, q_offset=past)
+        self_mask = attention_bias(None, causal=True, q_len=t, k_len=past + t, bias=bias)
         cross_mask = None if attention_mask is None else attention_bias(attention_mask, False, t, s)
         x = self.drop(self.wte(decoder_input_ids))
-        for block in self.decoder:
-            x = run_block(block, self.activation_checkpointing, x, self_mask, memory, cross_mask)
+        for i, block in enumerate(self.decoder):
+            layer_cache = (cache.layer(i), cache.layer(i, cross=True)) if cache is not None else None
+            x = run_block(block, self.activation_checkpointing, x, self_mask, memory, cross_mask, cache=layer_cache)
+        if cache is not None:
+            cache.length += t
         x = self.drop(self.decoder_norm(x))
         if self.config.tie_embeddings:
             x = x * self.config.n_embd**-0.5  # T5 rescales before a tied output projection
@@ -98,12 +105,20 @@ class T5(LanguageModel):
         max_new_tokens: int,
         attention_mask: torch.Tensor | None = None,
         decoder_start_id: int = 0,
+        use_cache: bool = True,
         **sampling: Any,
     ) -> torch.Tensor:
         """Encode once, then sample decoder tokens (returned without the start token); `sampling` as GPT's."""
         memory = self.encode(input_ids, attention_mask)
         start = torch.full((input_ids.size(0), 1), decoder_start_id, dtype=torch.long, device=input_ids.device)
-        out = generate_tokens(
-            lambda ids: self.decode(ids, memory, attention_mask)[:, -1], start, max_new_tokens, **sampling
-        )
-        return out[:, 1:]
+        state = {"ids": start}
+        cache = KVCache() if use_cache else None
+
+        def step(next_ids: torch.Tensor) -> torch.Tensor:
+            state["ids"] = torch.cat((state["ids"], next_ids), dim=1)
+            if cache is not None:
+                return self.decode(next_ids, memory, attention_mask, cache)[:, -1]
+            return self.decode(state["ids"], memory, attention_mask)[:, -1]
+
+        first = self.decode(start, memory, attention_mask, cache)[:, -1]
+        return decode(step, first, start, max_new_tokens, **sampling)

@@ -44,12 +44,13 @@ class Seq2SeqEvalLM(EvalLM):
         return [*ids[-(self.block_size - 1) :], self.tokenizer.eos_id]
 
     def generate_batch(
-        self, ids: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
     ) -> torch.Tensor:
         tok = self.tokenizer
         return self.model.generate(
             ids,
             settings.max_new_tokens,
+            attention_mask=mask,
             decoder_start_id=tok.pad_id,
             eos_id=tok.eos_id,
             generator=generator,
