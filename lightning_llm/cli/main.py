@@ -17,6 +17,12 @@ from lightning_llm.cli.handler import run_command
 VERBS = {
     "export": ("lightning_llm.cli.export", "write a checkpoint of ours as a Hugging Face model folder"),
     "merge": ("lightning_llm.cli.merge", "fold a LoRA/adapter/prompt checkpoint into its base"),
+    "generate": (
+        "lightning_llm.cli.generate",
+        "text from a checkpoint: continue, map or fill masks (conf/generate.yaml)",
+    ),
+    "chat": ("lightning_llm.cli.chat", "talk to a decoder checkpoint, with its chat template"),
+    "report": ("lightning_llm.cli.report", "rebuild a run's or sweep's report.md/report.html, or compare runs"),
 }
 
 
@@ -26,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (module, description) in VERBS.items():
-        sub = verbs.add_parser(verb, help=description, description=importlib.import_module(module).__doc__)
+        sub = verbs.add_parser(
+            verb,
+            help=description,
+            description=importlib.import_module(module).__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         importlib.import_module(module).add_arguments(sub)
     return parser
 

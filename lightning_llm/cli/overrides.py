@@ -43,7 +43,7 @@ _NOT_IN_STRUCT = re.compile(r"Could not (?:override|append to|delete from) '([^'
 
 
 def explain_composition_error(
-    err: Exception, overrides: list[str], config_dir: Path = CONFIG_DIR
+    err: Exception, overrides: list[str], config_dir: Path = CONFIG_DIR, config_name: str = "train"
 ) -> ConfigError | None:
     """A Hydra composition error as one line: an override of a key that does not exist names the nearest key of
     its parent (composing once more without it); other composition errors keep their first line."""
@@ -65,7 +65,7 @@ def explain_composition_error(
 
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose("train", overrides=rest)
+            cfg = compose(config_name, overrides=rest)
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         known = [str(k) for k in parent] if parent is not None and hasattr(parent, "keys") else []
     except Exception:  # the rest does not compose either: say what we can
@@ -73,3 +73,18 @@ def explain_composition_error(
     if not known:
         return ConfigError(f"{key} is not a key of the config: check its spelling (see conf/)")
     return unknown_key(key, known, "the config")
+
+
+def compose_tool_config(name: str, overrides: list[str], config_dir: Path = CONFIG_DIR):
+    """A tool's config (conf/<name>.yaml) with Hydra-style overrides (`key=value`), composed by Hydra; a key that
+    does not exist names the nearest one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            return compose(name, overrides=list(overrides))
+    except HydraException as err:
+        raise explain_composition_error(err, overrides, config_dir, name) from err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.errors import ConfigError, unknown_key
 from lightning_llm.eval.tasks import EvalEnv, PromptTask, Task, build_task
+from lightning_llm.finetune.quantize import SCHEMES, quantize_model
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel, family_of
 from lightning_llm.models.scoring import EvalLM, NotApplicable
@@ -37,6 +39,7 @@ class SuiteConfig:
     seed: int | None = None
     progress: bool = True
     on_error: str = "fail"  # fail: the run ends `partial`, exit 4; skip: accepted; raise: stop at the first
+    quantize: str = "none"  # evaluate a copy with the blocks' weights in int8, nf4 or fp4 (bitsandbytes)
     cache_dir: str = ".cache/lightning-llm"
 
 
@@ -48,6 +51,8 @@ def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConf
         if key not in known:
             raise unknown_key(f"eval.{key}", known, "the eval suite (conf/eval/none.yaml)")
     suite = SuiteConfig(**raw)
+    if suite.quantize not in SCHEMES:
+        raise ConfigError(f"eval.quantize={suite.quantize!r} is unknown: use one of {', '.join(SCHEMES)}")
     if suite.on_error not in ON_ERROR:
         raise ConfigError(f"eval.on_error={suite.on_error!r} is unknown: use one of {', '.join(ON_ERROR)}")
     tasks = []
@@ -131,6 +136,8 @@ def evaluate(
         cache_dir=suite.cache_dir,
         train_texts=train_texts,
     )
+    if suite.quantize != "none":  # a quantized copy: the trained model stays as it is
+        model = quantize_model(copy.deepcopy(model), suite.quantize)
     lm = eval_lm(model, tokenizer, suite.batch_size, suite.progress)
     was_training = model.training
     model.eval()
@@ -146,6 +153,7 @@ def evaluate(
     return {
         "seed": env.seed,
         "on_error": suite.on_error,
+        "quantize": suite.quantize,
         "family": model.family,
         "framing": lm.describe(),
         "tasks": results,

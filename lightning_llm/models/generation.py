@@ -52,10 +52,12 @@ def decode(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     on_token: Callable[[torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """The loop every generating model shares: sample from `logits` (batch, vocab), hand the tokens to `step`,
     which returns the next logits. A row that has produced `eos_id` keeps producing it; the loop ends when every
-    row has. Returns the new tokens (batch, new)."""
+    row has, or when `should_stop()` says so (e.g. every row reached a stop string). `on_token` sees each step's
+    tokens (streaming). Returns the new tokens (batch, new)."""
     finished = torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device)
     new: list[torch.Tensor] = []
     for i in range(max_new_tokens):
@@ -68,7 +70,7 @@ def decode(
         history = torch.cat((history, next_ids), dim=1)
         if on_token is not None:
             on_token(next_ids)
-        if bool(finished.all()) or i == max_new_tokens - 1:
+        if bool(finished.all()) or i == max_new_tokens - 1 or (should_stop is not None and should_stop()):
             break
         logits = step(next_ids)
     return torch.cat(new, dim=1) if new else history[:, :0]

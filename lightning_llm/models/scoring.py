@@ -130,7 +130,12 @@ class EvalLM:
         return [min((t.split(stop)[0] for stop in settings.until if stop), key=len, default=t) for t in texts]
 
     def generate_ids(
-        self, prompts: Sequence[list[int]], settings: GenerationSettings, seed: int, desc: str = "generate"
+        self,
+        prompts: Sequence[list[int]],
+        settings: GenerationSettings,
+        seed: int,
+        desc: str = "generate",
+        **hooks: Any,
     ) -> list[list[int]]:
         """New token ids after each prompt (ids), up to eos (excluded). Prompts share left-padded batches."""
         self.check_generation()
@@ -142,7 +147,7 @@ class EvalLM:
             width = max(map(len, batch))
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
-            new = self.generate_batch(ids, mask, settings, generator).tolist()
+            new = self.generate_batch(ids, mask, settings, generator, **hooks).tolist()
             return [ids[: ids.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in ids else ids for ids in new]
 
         return self.in_batches(rows, run, desc)
@@ -238,7 +243,13 @@ class EvalLM:
         raise NotImplementedError
 
     def generate_batch(
-        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        **hooks: Any,
     ) -> torch.Tensor:
-        """New tokens (batch, new) after left-padded framed prompts (batch, time) and their mask (1 = real)."""
+        """New tokens (batch, new) after left-padded framed prompts (batch, time) and their mask (1 = real);
+        `hooks` (on_token, should_stop) go to the decoding loop."""
         raise NotImplementedError

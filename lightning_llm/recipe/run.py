@@ -55,6 +55,7 @@ from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, write_json_atomic
 from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
+from lightning_llm.report import log_to_wandb, report_quietly, write_run_report
 from lightning_llm.tokenizers import HFTokenizer, Tokenizer
 from lightning_llm.training.callbacks import SampleGeneration
 
@@ -330,7 +331,8 @@ class TrainingRecipe:
         results.checkpoints = {k: v for k, v in found.items() if v} or None
         if trainer.is_global_zero:
             results.write(self.output_dir)
-            print(f"outputs: {self.output_dir} (results.json, checkpoints/, csv/metrics.csv)")
+            log_to_wandb(results.to_dict())
+            print(f"outputs: {self.output_dir} (results.json, report.html, checkpoints/, csv/metrics.csv)")
 
     def run(self) -> RunResults:
         """The stages in order. A failure before the checks pass leaves no trace (an empty folder Hydra made is
@@ -356,7 +358,8 @@ class TrainingRecipe:
         except BaseException as err:
             raise self.ended_by(err) from err
         finally:
-            if handler is not None:
+            if handler is not None:  # rank 0: the run's report, however it ended
+                report_quietly(write_run_report, self.output_dir)
                 logging.getLogger().removeHandler(handler)
                 handler.close()
         failed = self.incomplete_eval()

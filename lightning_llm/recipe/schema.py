@@ -95,7 +95,7 @@ def _type_error(key: str, value: Any, hint: Any) -> str | None:
     return f"{key}={value!r} must be {wanted}"
 
 
-def _check_keys(node: DictConfig, key: str, known: dict[str, Any], hints: dict[str, Any], where: str) -> None:
+def check_keys(node: DictConfig, key: str, known: dict[str, Any], hints: dict[str, Any], where: str) -> None:
     for name in node:
         if name in HYDRA_KEYS:
             continue
@@ -121,12 +121,12 @@ def _check_target(node: DictConfig, key: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
         hints = {k: v for k, v in typing.get_type_hints(ModelConfig).items() if k != "vocab_size"}  # set at run time
         known = {**fields, **dict.fromkeys(MODEL_SWITCHES)}
-        _check_keys(node, key, known, hints, "the model (a ModelConfig field or a switch)")
+        check_keys(node, key, known, hints, "the model (a ModelConfig field or a switch)")
         return
     named, takes_any, hints = _signature(target)
     if takes_any:
         return
-    _check_keys(node, key, named, hints, node._target_)
+    check_keys(node, key, named, hints, node._target_)
 
 
 def _walk(node: Any, key: str) -> None:
@@ -152,7 +152,18 @@ def validate_config(cfg: DictConfig, known_top_level: set[str]) -> None:
     for name, schema in PLAIN_SCHEMAS.items():
         if name in cfg and isinstance(cfg[name], DictConfig):
             fields = {f.name: f for f in dataclasses.fields(schema)}
-            _check_keys(cfg[name], name, fields, typing.get_type_hints(schema), f"conf/{name}")
+            check_keys(cfg[name], name, fields, typing.get_type_hints(schema), f"conf/{name}")
     for name in cfg:
         if name not in ("hydra", "eval", *PLAIN_SCHEMAS):
             _walk(cfg._get_node(name), str(name))
+
+
+def validate_against(node: DictConfig, schema: type, key: str = "") -> None:
+    """Keys and simple types of a config against a dataclass (nested dataclass fields are checked inside)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    nested = {name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
+    check_keys(node, key or "the config", fields, {k: v for k, v in hints.items() if k not in nested}, key or "it")
+    for name, hint in nested.items():
+        if name in node and isinstance(node[name], DictConfig):
+            validate_against(node[name], hint, f"{key}.{name}" if key else name)

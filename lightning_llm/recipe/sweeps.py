@@ -10,6 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lightning_llm.report import report_quietly, write_sweep_report
+
 
 def sweep_rows(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
     """One row per job folder of a sweep: job number, overrides, status, the optimized metric, the error."""
@@ -52,5 +54,6 @@ class SweepSummary(Callback):
         lines = [f"| job | overrides | status | {metric} | error |", "|---|---|---|---|---|"]
         lines += [f"| {r['job']} | {r['overrides']} | {r['status']} | {r[metric]} | {r['error']} |" for r in rows]
         (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+        report_quietly(write_sweep_report, sweep_dir, metric=metric)
         failed = sum(r["status"] != "completed" for r in rows)
-        print(f"sweep: {len(rows)} jobs, {failed} failed; summary in {sweep_dir / 'summary.md'}")
+        print(f"sweep: {len(rows)} jobs, {failed} failed; summary in {sweep_dir / 'summary.md'}, report.html")

@@ -52,3 +52,20 @@ class MaskedEvalLM(EvalLM):
         positions = torch.tensor([1 + len(c) + j for c, _, j in rows], device=self.device)
         logits = self.model.mlm_logits(hidden[torch.arange(len(rows), device=self.device), positions])
         return [continuation_score(logits[i : i + 1], [x[j]]) for i, (_, x, j) in enumerate(rows)]
+
+    def fill_masks(self, prompts: list[str]) -> list[str]:
+        """Each prompt with its mask tokens (or three appended ones) replaced by the model's top choice."""
+        tok, mask_id = self.tokenizer, self.mask_id
+        rows = []
+        for prompt in prompts:
+            ids = tok.encode(prompt)
+            ids = ids if mask_id in ids else [*ids, mask_id, mask_id, mask_id]
+            rows.append([tok.bos_id, *ids[: self.max_tokens], tok.eos_id])
+
+        def run(batch: list[list[int]]) -> list[str]:
+            ids = pad_rows(batch, tok.pad_id).to(self.device)
+            predicted = self.model(ids, lengths_mask(batch, ids.size(1), self.device)).argmax(-1)
+            filled = torch.where(ids == mask_id, predicted, ids)
+            return [tok.decode(row[1 : len(b) - 1].tolist()) for row, b in zip(filled, batch, strict=True)]
+
+        return self.in_batches(rows, run, "fill masks")

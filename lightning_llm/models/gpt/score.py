@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lightning_llm.models.scoring import (
@@ -49,7 +51,12 @@ class DecoderEvalLM(EvalLM):
         return ((self.prefix_ids + ids) or self.rolling_prefix)[-self.block_size :]
 
     def generate_batch(
-        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        **hooks: Any,
     ) -> torch.Tensor:
         out = self.model.generate(
             ids,
@@ -58,5 +65,6 @@ class DecoderEvalLM(EvalLM):
             eos_id=self.tokenizer.eos_id,
             generator=generator,
             **settings.sampling(),
+            **hooks,
         )
         return out[:, ids.size(1) :]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lightning_llm.models.scoring import (
@@ -44,7 +46,12 @@ class Seq2SeqEvalLM(EvalLM):
         return [*ids[-(self.block_size - 1) :], self.tokenizer.eos_id]
 
     def generate_batch(
-        self, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        **hooks: Any,
     ) -> torch.Tensor:
         tok = self.tokenizer
         return self.model.generate(
@@ -55,4 +62,5 @@ class Seq2SeqEvalLM(EvalLM):
             eos_id=tok.eos_id,
             generator=generator,
             **settings.sampling(),
+            **hooks,
         )

@@ -1,0 +1,36 @@
+"""Self-contained reports (Markdown and offline HTML) for a run folder, a sweep folder, or several compared.
+
+Reads plain files only (results.json, csv/metrics.csv, provenance.json, .hydra/): importing it is cheap, and
+matplotlib, scipy and optuna load only when a report needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning_llm.log import get_logger
+from lightning_llm.report.compare import write_comparison
+from lightning_llm.report.run_report import write_run_report
+from lightning_llm.report.sweep_report import write_sweep_report
+from lightning_llm.report.wandb_log import log_to_wandb
+
+__all__ = ["log_to_wandb", "report_quietly", "write_comparison", "write_run_report", "write_sweep_report"]
+
+log = get_logger(__name__)
+
+
+def report_quietly(write: Callable[..., list[Path]], *args: Any, **kwargs: Any) -> list[Path]:
+    """Call a report writer where a report must never fail what it reports on (the end of a run or a sweep):
+    an error becomes a warning naming the command that rebuilds it, and no paths."""
+    try:
+        return write(*args, **kwargs)
+    except Exception as err:
+        log.warning(
+            "the report was not written (%s: %s); rebuild it with python -m lightning_llm report %s",
+            type(err).__name__,
+            err,
+            args[0] if args else "",
+        )
+        return []
