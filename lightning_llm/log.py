@@ -55,6 +55,8 @@ KNOWN_HARMLESS_WARNINGS = (
     # deprecations inside torch.distributed and Lightning that no config can change
     r".*all_gather.*deprecated.*",
     r".*`all_gather_object`.*",
+    # bitsandbytes' int8 matmul computes in fp16 by design (LLM.int8): said on every call
+    r".*MatMul8bitLt: inputs will be cast.*",
     # the model summary cannot count FLOPs of a bf16 model on CPU; the count is ours (flops_per_token)
     r".*(FLOPs|flop counter|FlopCounterMode).*",
 )

@@ -14,7 +14,7 @@ import torch
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.quantize import quantize_model, weight_bytes
-from lightning_llm.log import get_logger
+from lightning_llm.log import get_logger, quiet_known_noise
 from lightning_llm.models import LanguageModel, family_of
 from lightning_llm.models.scoring import EvalLM, GenerationSettings
 from lightning_llm.tokenizers import Tokenizer
@@ -26,6 +26,7 @@ def load_for_inference(
     source: str, quantize: str = "none", add_bos: bool | None = None
 ) -> tuple[LanguageModel, Tokenizer]:
     """The model (eval mode, weights as trained, optionally quantized) and tokenizer behind `source`."""
+    quiet_known_noise()
     pretrained = load_pretrained(source)
     if pretrained.tokenizer is None:
         raise ConfigError(f"model.pretrained={source!r} has no tokenizer: it cannot turn text into ids")
