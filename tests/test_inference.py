@@ -266,3 +266,27 @@ def test_eval_can_score_a_quantized_copy(make_cfg, base_checkpoints, tmp_path):
     int8 = evaluate({**suite, "quantize": "int8"}, model, tokenizer, tmp_path, seed=0)
     assert int8["quantize"] == "int8" and not any("SCB" in k for k in model.state_dict()), "the model is untouched"
     assert abs(int8["tasks"]["ppl"]["metrics"]["bits_per_byte"] - full) < 0.05 * full
+
+
+@pytest.mark.parametrize("method", ["adapter", "prompt"])
+def test_adapter_and_prompt_checkpoints_generate(method, tmp_path, cache_dir, base_checkpoints):
+    """Methods that cannot fold into plain weights are rebuilt as such for generation (and refused by export)."""
+    from lightning_llm.recipe import train
+
+    from .conftest import TINY, compose_config
+
+    args = [
+        *TINY,
+        f"model.pretrained={base_checkpoints['gpt']}",
+        f"finetune={method}",
+        "trainer.max_steps=3",
+        "~callbacks.sample",
+        "forgetting.enabled=false",
+        "validate_before_fit=false",
+    ]
+    train(compose_config(args, tmp_path / "run", cache_dir))
+    model, tokenizer = load_for_inference(str(tmp_path / "run"))
+    assert (model.prefix is not None) == (method == "prompt")
+    assert TextGenerator(model, tokenizer).complete(["The"], GREEDY)[0].new_tokens > 0
+    refused = tool("export", str(tmp_path / "run"), str(tmp_path / "hf"), cwd=tmp_path)
+    assert refused.returncode == 2 and f"finetune={method} keeps modules of its own" in refused.stderr

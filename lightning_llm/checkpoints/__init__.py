@@ -15,6 +15,7 @@ from lightning_llm.checkpoints.pretrained import (
     is_hf_source,
     load_pretrained,
     load_weights,
+    model_from_pretrained,
     read_checkpoint,
     resolve_checkpoint_path,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "load_pretrained",
     "load_torch_file",
     "load_weights",
+    "model_from_pretrained",
     "merge_checkpoint",
     "read_checkpoint",
     "read_training_checkpoint",

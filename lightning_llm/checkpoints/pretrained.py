@@ -17,7 +17,7 @@ import torch
 
 from lightning_llm.checkpoints.io import load_torch_file
 from lightning_llm.errors import ConfigError
-from lightning_llm.finetune import method_from_description
+from lightning_llm.finetune import FinetuneMethod, method_from_description
 from lightning_llm.interop.folder import read_config, resolve_folder
 from lightning_llm.interop.hf import config_from_hf, load_hf_model
 from lightning_llm.models import LanguageModel, get_family
@@ -35,6 +35,7 @@ class Pretrained:
     state_dict: dict[str, torch.Tensor]
     tokenizer: Tokenizer | None
     source: str
+    finetune: FinetuneMethod | None = None  # a method that cannot fold into plain weights (adapter, prompt)
 
 
 def resolve_checkpoint_path(path: str | Path, key: str = "model.pretrained") -> Path:
@@ -136,4 +137,15 @@ def load_pretrained(path: str | Path, key: str = "model.pretrained") -> Pretrain
         method.load_trainable(model, state)
         state = method.merge(model).state_dict()
         tokenizer = tokenizer or base.tokenizer
+        kept = None if method.mergeable else method  # its modules stay: a model is rebuilt with them
+        return Pretrained(family, config, state, tokenizer, str(path), kept)
     return Pretrained(family, config, state, tokenizer, str(path))
+
+
+def model_from_pretrained(pretrained: Pretrained) -> LanguageModel:
+    """The model a `Pretrained` describes, weights loaded, in eval mode (an adapter or prompt kept as such)."""
+    model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
+    if pretrained.finetune is not None:
+        pretrained.finetune.apply(model)
+    load_weights(model, pretrained.state_dict, pretrained.source)
+    return model.eval()

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from lightning_llm.checkpoints import build_model, load_pretrained, load_weights, resolve_checkpoint_path
+    from lightning_llm.checkpoints import load_pretrained, model_from_pretrained, resolve_checkpoint_path
     from lightning_llm.errors import ConfigError
     from lightning_llm.interop.hf import export_hf
 
@@ -25,12 +25,15 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"out_dir {out} is not empty: choose a new folder (nothing is overwritten)")
     source = resolve_checkpoint_path(args.checkpoint, key="checkpoint")
     pretrained = load_pretrained(source, key="checkpoint")
-    extra = sorted(k for k in pretrained.state_dict if k.split(".")[0] in ("prefix", "task_head"))
+    if pretrained.finetune is not None:
+        raise ConfigError(
+            f"{source}: finetune={pretrained.finetune.name} keeps modules of its own (no Hugging Face place): export "
+            "its base, or fine-tune with lora, full or freeze"
+        )
+    extra = sorted(k for k in pretrained.state_dict if k.split(".")[0] == "task_head")
     if extra:
-        raise ConfigError(f"{source}: weights {extra[0]!r} (a prompt prefix or task head) have no Hugging Face place")
-    model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
-    load_weights(model, pretrained.state_dict, str(source))
-    model.eval()
+        raise ConfigError(f"{source}: weights {extra[0]!r} (a task head) have no Hugging Face place")
+    model = model_from_pretrained(pretrained)
     written = export_hf(model, out, None if args.no_tokenizer else pretrained.tokenizer)
     print(f"wrote {', '.join(sorted(p.name for p in written.iterdir()))} to {written}")
     if args.verify:

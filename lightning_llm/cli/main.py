@@ -22,6 +22,7 @@ VERBS = {
         "text from a checkpoint: continue, map or fill masks (conf/generate.yaml)",
     ),
     "chat": ("lightning_llm.cli.chat", "talk to a decoder checkpoint, with its chat template"),
+    "inspect": ("lightning_llm.cli.inspect", "look inside a model: attention, logit lens, attributions, probes (HTML)"),
     "report": ("lightning_llm.cli.report", "rebuild a run's or sweep's report.md/report.html, or compare runs"),
 }
 

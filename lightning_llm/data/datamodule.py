@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from lightning_llm.data.loading import check_loader_settings, load_rows, read_texts, select_columns, split_train_val
+from lightning_llm.data.loading import (
+    check_loader_settings,
+    load_rows,
+    read_texts,
+    select_columns,
+    split_tail,
+    split_train_val,
+)
 from lightning_llm.data.pipeline import apply_pipeline
+from lightning_llm.data.sampling import PackedBlocks, RandomWindowSampler, WindowsAt, fixed_batches, train_loader
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
@@ -48,69 +55,6 @@ def resolve_tokenizer(
     )
 
 
-def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """Collate `examples` once under a fixed seed: random masks or spans are then the same at every
-    evaluation, so validation losses compare across steps and runs."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return [
-            collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
-            for start in range(0, len(examples), batch_size)
-        ]
-
-
-class ResumableSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch), so any epoch's order can be rebuilt after a crash;
-    `skip` drops the examples a resumed epoch already trained on (Lightning calls `set_epoch`)."""
-
-    def __init__(self, num_examples: int, seed: int) -> None:
-        self.num_examples, self.seed, self.epoch, self.skip = num_examples, seed, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_examples, generator=generator)[self.skip :].tolist()
-        self.skip = 0
-        return iter(order)
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-
-def train_loader(datamodule: pl.LightningDataModule, dataset: Dataset, collate) -> DataLoader:
-    """The shuffled training loader; on a resumed fit it continues the interrupted epoch where it stopped."""
-    sampler = ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
-    trainer = datamodule.trainer
-    if trainer is not None:
-        sampler.set_epoch(trainer.current_epoch)
-        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed * datamodule.batch_size
-    return DataLoader(
-        dataset,
-        batch_size=datamodule.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        collate_fn=collate,
-        num_workers=datamodule.num_workers,
-    )
-
-
-class PackedBlocks(Dataset):
-    """Fixed-length windows over one token stream: window i is tokens[i*stride : i*stride + length]."""
-
-    def __init__(self, tokens: torch.Tensor, length: int, stride: int) -> None:
-        self.tokens, self.length, self.stride = tokens, length, stride
-        self.num_blocks = max(0, (len(tokens) - length) // stride + 1)
-
-    def __len__(self) -> int:
-        return self.num_blocks
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        start = index * self.stride
-        return self.tokens[start : start + self.length]
-
-
 class TextDataModule(pl.LightningDataModule):
     """Text from a local file/folder, a `datasets` name or an embedded corpus, packed for an objective."""
 
@@ -127,6 +71,9 @@ class TextDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         val_fraction: float = 0.05,
         split_seed: int = 1234,
+        holdout: str = "documents",
+        val_path: str | None = None,
+        windows: str = "grid",
         max_documents: int | None = None,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
@@ -143,6 +90,11 @@ class TextDataModule(pl.LightningDataModule):
         self.sample_by = sample_by
         self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
+        if holdout not in ("documents", "tail"):
+            raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
+        if windows not in ("grid", "random"):
+            raise ConfigError(f"data.windows={windows!r} is unknown: use grid or random")
+        self.holdout, self.val_path, self.windows = holdout, val_path, windows
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.num_workers, self.num_proc = num_workers, num_proc
@@ -156,14 +108,16 @@ class TextDataModule(pl.LightningDataModule):
         self.train_texts: list[str] = []  # the training documents (for memorization tests)
 
     # -- loading -----------------------------------------------------------------------------
-    def _load_raw(self):
-        ds = load_rows(self.path, self.name, self.split, self.cache_dir, self.sample_by)
-        ds = select_columns(ds, {"text": self.text_column}, self.path, key_prefix="data.text_column")
+    def _load_texts(self, path: str, key: str):
+        ds = load_rows(path, self.name, self.split, self.cache_dir, self.sample_by)
+        ds = select_columns(ds, {"text": self.text_column}, path, key_prefix="data.text_column")
         ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
         if len(ds) == 0:
-            raise ConfigError(
-                f"data.path={self.path!r} has no text in column {self.text_column!r}: the corpus is empty"
-            )
+            raise ConfigError(f"{key}={path!r} has no text in column {self.text_column!r}: the corpus is empty")
+        return ds
+
+    def _load_raw(self):
+        ds = self._load_texts(self.path, "data.path")
         if self.max_documents:
             ds = ds.select(range(min(self.max_documents, len(ds))))
         if self.pipeline:
@@ -180,8 +134,7 @@ class TextDataModule(pl.LightningDataModule):
         """Load, split, train or reuse the tokenizer, tokenize and pack. Cached; safe to call twice."""
         if self._tokens:
             return
-        ds = self._load_raw()
-        train, val = split_train_val(ds, self.val_fraction, self.split_seed, self.path)
+        train, val = self._split(self._load_raw())
         self.train_texts = list(train["text"])
 
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
@@ -208,6 +161,14 @@ class TextDataModule(pl.LightningDataModule):
                 f"data.block_size={self.block_size} is longer than the {min(self.stats['tokens'].values())} tokens "
                 f"of the smallest split of {self.path!r}: lower data.block_size or add text"
             )
+
+    def _split(self, ds):
+        """(train, val): a separate validation file, the contiguous tail, or held-out documents."""
+        if self.val_path:
+            return ds, self._load_texts(self.val_path, "data.val_path")
+        if self.holdout == "tail":
+            return split_tail(ds, self.val_fraction, self.path)
+        return split_train_val(ds, self.val_fraction, self.split_seed, self.path)
 
     def _tokenize(self, part, tokenizer_key: str) -> torch.Tensor:
         """Tokenize with `datasets.map` (cached by fingerprint); join documents with eos, in order."""
@@ -258,7 +219,14 @@ class TextDataModule(pl.LightningDataModule):
         return PackedBlocks(self._tokens[split], length, stride)
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self, self._dataset("train"), self.objective.collate)
+        """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per
+        epoch as the grid has."""
+        if self.windows == "grid":
+            return train_loader(self, self._dataset("train"), self.objective.collate)
+        length, _ = self.objective.block_layout(self.block_size)
+        tokens = self._tokens["train"]
+        sampler = RandomWindowSampler(len(tokens), length, len(self._dataset("train")), torch.initial_seed() % 2**31)
+        return train_loader(self, WindowsAt(tokens, length), self.objective.collate, sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches are collated once under a fixed seed, so random masks or spans are the same

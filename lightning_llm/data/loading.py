@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -172,9 +173,39 @@ def read_texts(path: str) -> list[str]:
 def split_train_val(ds, val_fraction: float, seed: int, path: str):
     """A deterministic document-level split (independent of the run's seed)."""
     if len(ds) < 2:
-        raise ConfigError(f"data.path={path!r} has {len(ds)} document: at least 2 are needed for train/val")
+        raise ConfigError(
+            f"data.path={path!r} has {len(ds)} document: a document-level split needs 2 or more; hold out its "
+            "end with data.holdout=tail, or give a validation file with data.val_path"
+        )
     splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
     return splits["train"], splits["test"]
+
+
+def split_tail(ds, val_fraction: float, path: str):
+    """The last `val_fraction` of the text, in order, held out as one contiguous stream (nanoGPT's split). The
+    cut falls at the line break before the exact fraction (inside a document when it is the only one)."""
+    import datasets
+
+    texts = list(ds["text"])
+    target = sum(map(len, texts)) * (1 - val_fraction)
+    seen, train_texts, val_texts = 0, texts, []
+    for i, text in enumerate(texts):
+        if seen + len(text) >= target:
+            cut = int(target - seen)
+            line = text.rfind("\n", 0, cut)
+            cut = line + 1 if line > 0 else cut
+            train_texts = [*texts[:i], text[:cut]] if text[:cut].strip() else texts[:i]
+            val_texts = [text[cut:], *texts[i + 1 :]] if text[cut:].strip() else texts[i + 1 :]
+            break
+        seen += len(text)
+    if not train_texts or not val_texts:
+        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
+    parts = []
+    for name, part in (("train", train_texts), ("val", val_texts)):
+        split = datasets.Dataset.from_dict({"text": part})
+        split._fingerprint = hashlib.sha256(f"{ds._fingerprint}-tail-{val_fraction}-{name}".encode()).hexdigest()[:16]
+        parts.append(split)
+    return parts[0], parts[1]
 
 
 def check_loader_settings(batch_size: int, block_size: int, val_fraction: float, num_workers: int) -> None:

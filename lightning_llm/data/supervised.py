@@ -12,8 +12,9 @@ from typing import Any
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from lightning_llm.data.datamodule import fixed_batches, resolve_tokenizer, train_loader
+from lightning_llm.data.datamodule import resolve_tokenizer
 from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
+from lightning_llm.data.sampling import fixed_batches, train_loader
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective

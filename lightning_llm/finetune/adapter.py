@@ -46,6 +46,7 @@ class Adapter(FinetuneMethod):
 
     name: ClassVar[str] = "adapter"
     saves_trainable_only: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
     size: int = 32
     activation: str = "gelu"
 

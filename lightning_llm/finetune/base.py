@@ -27,6 +27,8 @@ class FinetuneMethod:
     saves_trainable_only: ClassVar[bool] = False
     #: Whether the method adapts a pretrained model (every method but `none`, which trains from scratch).
     adapts_pretrained: ClassVar[bool] = True
+    #: Whether `merge` folds it into plain weights (adapters and prompts stay modules of their own).
+    mergeable: ClassVar[bool] = True
 
     def apply(self, model: LanguageModel) -> LanguageModel:
         """Transform `model` in place (add modules, freeze weights) and return it."""

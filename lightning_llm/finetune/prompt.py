@@ -35,6 +35,7 @@ class PromptTuning(FinetuneMethod):
 
     name: ClassVar[str] = "prompt"
     saves_trainable_only: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
     num_virtual_tokens: int = 20
     init_seed: int = 0
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
+from lightning_llm.checkpoints import load_pretrained, model_from_pretrained
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.quantize import quantize_model, weight_bytes
 from lightning_llm.log import get_logger, quiet_known_noise
@@ -30,9 +30,7 @@ def load_for_inference(
     pretrained = load_pretrained(source)
     if pretrained.tokenizer is None:
         raise ConfigError(f"model.pretrained={source!r} has no tokenizer: it cannot turn text into ids")
-    model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
-    load_weights(model, pretrained.state_dict, source)
-    quantize_model(model.eval(), quantize)
+    model = quantize_model(model_from_pretrained(pretrained), quantize)
     tokenizer = pretrained.tokenizer
     if add_bos is not None:  # the user's override of the tokenizer's own convention
         tokenizer.adds_bos = bool(add_bos)

@@ -1,0 +1,104 @@
+"""What a training epoch reads: packed windows on a fixed grid or at random offsets, shuffled by a sampler
+that can rebuild any epoch's order after a crash and skip what a resumed epoch already trained on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Collate `examples` once under a fixed seed: random masks or spans are then the same at every
+    evaluation, so validation losses compare across steps and runs."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return [
+            collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
+            for start in range(0, len(examples), batch_size)
+        ]
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch), so any epoch's order can be rebuilt after a crash;
+    `skip` drops the examples a resumed epoch already trained on (Lightning calls `set_epoch`)."""
+
+    def __init__(self, num_examples: int, seed: int) -> None:
+        self.num_examples, self.seed, self.epoch, self.skip = num_examples, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_examples, generator=generator)[self.skip :].tolist()
+        self.skip = 0
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+class RandomWindowSampler(ResumableSampler):
+    """nanoGPT's sampling: each example is a window starting at a uniformly random token (any offset, not a
+    fixed grid), `num_examples` per epoch; yields start positions for `WindowsAt`. Seeded by (seed, epoch), so a
+    resumed epoch rebuilds the same starts and skips the trained ones."""
+
+    def __init__(self, num_tokens: int, length: int, num_examples: int, seed: int) -> None:
+        super().__init__(num_examples, seed)
+        self.num_starts = max(1, num_tokens - length + 1)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        starts = torch.randint(0, self.num_starts, (self.num_examples,), generator=generator)[self.skip :].tolist()
+        self.skip = 0
+        return iter(starts)
+
+
+def train_loader(
+    datamodule: pl.LightningDataModule, dataset: Dataset, collate, sampler: ResumableSampler | None = None
+) -> DataLoader:
+    """The shuffled training loader; on a resumed fit it continues the interrupted epoch where it stopped."""
+    sampler = sampler or ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
+    trainer = datamodule.trainer
+    if trainer is not None:
+        sampler.set_epoch(trainer.current_epoch)
+        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed * datamodule.batch_size
+    return DataLoader(
+        dataset,
+        batch_size=datamodule.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=datamodule.num_workers,
+    )
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length windows over one token stream: window i is tokens[i*stride : i*stride + length]."""
+
+    def __init__(self, tokens: torch.Tensor, length: int, stride: int) -> None:
+        self.tokens, self.length, self.stride = tokens, length, stride
+        self.num_blocks = max(0, (len(tokens) - length) // stride + 1)
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = index * self.stride
+        return self.tokens[start : start + self.length]
+
+
+class WindowsAt(Dataset):
+    """`length` tokens from any start position (the index is the start)."""
+
+    def __init__(self, tokens: torch.Tensor, length: int) -> None:
+        self.tokens, self.length = tokens, length
+
+    def __len__(self) -> int:
+        return max(0, len(self.tokens) - self.length + 1)
+
+    def __getitem__(self, start: int) -> torch.Tensor:
+        return self.tokens[start : start + self.length]
