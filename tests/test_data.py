@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_llm.data import PackedBlocks, TextDataModule
 from lightning_llm.data.corpus import materialize_embedded
+from lightning_llm.errors import ConfigError
 from lightning_llm.objectives import CausalLM
 from lightning_llm.tokenizers import load_tokenizer, train_or_load_tokenizer
 
@@ -150,3 +153,91 @@ def test_vocabulary_too_small_for_the_corpus_is_named(topics, tmp_path):
             cache_dir=tmp_path,
             character_coverage=1.0,
         )
+
+
+def _topics_file(tmp_path) -> str:
+    from pydoc_data.topics import topics
+
+    path = tmp_path / "topics.txt"
+    path.write_text("\n\n".join(topics[k] for k in sorted(topics))[:200_000])
+    return str(path)
+
+
+def test_one_file_with_its_tail_held_out(tmp_path):
+    path = _topics_file(tmp_path)
+    text = Path(path).read_text()
+    data = TextDataModule(
+        CausalLM(),
+        {"type": "char"},
+        path=path,
+        holdout="tail",
+        val_fraction=0.1,
+        block_size=64,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    data.prepare_data()
+    train, val = (
+        data.tokenizer.decode(data._tokens["train"].tolist()),
+        data.tokenizer.decode(data._tokens["val"].tolist()),
+    )
+    assert train + val == text, "the stream is cut once, in order, nothing dropped (eos separators decode to nothing)"
+    assert abs(len(val) / len(text) - 0.1) < 0.01 and train.endswith("\n")
+    with pytest.raises(ConfigError, match="data.holdout=tail, or give a validation file with data.val_path"):
+        TextDataModule(CausalLM(), {"type": "char"}, path=path, cache_dir=str(tmp_path / "cache")).prepare_data()
+
+
+def test_a_separate_validation_file(tmp_path):
+    path = _topics_file(tmp_path)
+    (tmp_path / "val.txt").write_text("A held-out paragraph about the for statement.\n" * 40)
+    data = TextDataModule(
+        CausalLM(),
+        {"type": "char"},
+        path=path,
+        val_path=str(tmp_path / "val.txt"),
+        block_size=64,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    data.prepare_data()
+    assert data.stats["documents"] == {"train": 1, "val": 1}
+    assert "held-out paragraph" in data.tokenizer.decode(data._tokens["val"][:100].tolist())
+
+
+def test_random_windows_start_anywhere_and_replay_on_resume():
+    from lightning_llm.data.sampling import RandomWindowSampler
+
+    sampler = RandomWindowSampler(num_tokens=10_000, length=65, num_examples=500, seed=3)
+    first = list(sampler)
+    assert len(first) == 500 and len({s % 64 for s in first}) > 50, "not on a 64-token grid"
+    assert max(first) <= 10_000 - 65
+    sampler.skip = 120
+    assert list(sampler) == first[120:], "a resumed epoch continues the same starts"
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_random_windows_resume_exactly(tmp_path, cache_dir):
+    from lightning_llm.recipe import train
+
+    from .conftest import TINY, compose_config
+
+    args = [
+        *TINY,
+        "~callbacks.sample",
+        "data.windows=random",
+        "validate_before_fit=false",
+        "scheduler=constant",  # the same learning rate whatever max_steps is: the runs are comparable
+        "scheduler.warmup_steps=5",
+        "trainer.val_check_interval=10",
+        "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=1",
+    ]
+    train(compose_config([*args, "trainer.max_steps=30"], tmp_path / "straight", cache_dir))
+    train(compose_config([*args, "trainer.max_steps=20"], tmp_path / "resumed", cache_dir))
+    train(compose_config([*args, "trainer.max_steps=30", "resume=auto"], tmp_path / "resumed", cache_dir))
+
+    def losses(run):
+        rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+        return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
+
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [resumed[s] for s in range(20, 30)] == [straight[s] for s in range(20, 30)]
