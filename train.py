@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import os
-import sys
+import time
 
-import hydra
-from omegaconf import DictConfig
+os.environ.setdefault("LIGHTNING_LLM_STARTED", repr(time.time()))  # start-up time is measured from here
 
-from lightning_llm.cli.handler import fail, run_command
-from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error
-from lightning_llm.errors import user_error_in
-from lightning_llm.recipe.ddp import ddp_child_argv
+import math  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from lightning_llm.cli.handler import fail, run_command  # noqa: E402
+from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error  # noqa: E402
+from lightning_llm.errors import user_error_in  # noqa: E402
+from lightning_llm.recipe.ddp import ddp_child_argv  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

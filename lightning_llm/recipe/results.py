@@ -34,6 +34,7 @@ class RunResults:
     metrics: dict[str, float] = field(default_factory=dict)  # train/ and val/ scalars at the end
     forgetting: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
+    startup_seconds: float | None = None  # from the process start (train.py) to the first training step
     fit_seconds: float | None = None
     tokens_per_s: float | None = None
     steps: int | None = None

@@ -284,6 +284,9 @@ class TrainingRecipe:
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
         self.results.fit_seconds = round(fit_seconds, 2)
+        started = os.environ.get("LIGHTNING_LLM_STARTED")
+        if started and module.first_step_at is not None:
+            self.results.startup_seconds = round(module.first_step_at - float(started), 2)
         self.results.tokens_per_s = round((module.tokens_seen - tokens_before) / fit_seconds, 1)
         self.ckpt_path = None  # validate the weights fit ended with
 

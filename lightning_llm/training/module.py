@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class LanguageModelModule(pl.LightningModule):
         self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
+        self.first_step_at: float | None = None  # wall-clock time the first training batch started
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -110,6 +112,10 @@ class LanguageModelModule(pl.LightningModule):
             "optimizer.lr, keep trainer.gradient_clip_val, or try bf16-mixed"
         )
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.objective.forward(self.model, batch)
         if not torch.isfinite(out.loss):
@@ -119,12 +125,21 @@ class LanguageModelModule(pl.LightningModule):
         self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
         return out.loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """The gradient norm (before clipping) is logged; a non-finite one stops the run before the step."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """One pass over the gradients: their norm (logged as train/grad_norm; a non-finite one stops the run
+        before the optimizer step) and, with trainer.gradient_clip_val, clipping by it."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        if gradient_clip_algorithm not in (None, "norm"):  # clipping by value: Lightning's own, then the norm
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            gradient_clip_val = None
+        norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val or float("inf"), foreach=True)
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
         if not torch.isfinite(norm):
