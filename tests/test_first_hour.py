@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_llm.errors import EvalIncomplete
+from lightning_llm.errors import ConfigError, EvalIncomplete
 from lightning_llm.recipe import TrainingRecipe, run_experiment, train
 
 from .conftest import ROOT, TINY, compose_config, run_cli
@@ -160,3 +160,25 @@ def test_failing_checks_leave_no_folder(tmp_path):
     result = run_cli("data.batch_size=0", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2 and not (tmp_path / "run").exists()
     assert not Path(tmp_path / "logs").exists()
+
+
+def test_an_evaluation_only_run_loads_only_what_eval_needs(tmp_path, cache_dir, base_checkpoints, monkeypatch):
+    from lightning_llm.data import TextDataModule
+
+    built = []
+    monkeypatch.setattr(TextDataModule, "prepare_data", lambda self: built.append(self) or None)
+    args = [
+        *QUICK,
+        "train=false",
+        f"model.pretrained={base_checkpoints['gpt']}",
+        "eval=offline",
+        "eval.limit=3",
+        "~eval.tasks.memorization",
+    ]
+    results = train(compose_config(args, tmp_path / "eval", cache_dir))
+    assert results["status"] == "completed" and "perplexity" in results["eval"]["tasks"]
+    assert not built, "no datamodule: no task reads the training texts"
+    assert "steps" not in results and "checkpoints" not in results
+    assert not (tmp_path / "eval" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="train=false evaluates a trained model"):
+        train(compose_config([*QUICK, "train=false", "eval=offline"], tmp_path / "none", cache_dir))

@@ -189,6 +189,7 @@ def test_resume_keeps_the_whole_metrics_history(tmp_path, cache_dir):
     train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert train_steps == list(range(20)), train_steps  # the whole curve, no step twice
     assert len(list((run / "checkpoints").glob("step*.ckpt"))) == 1, "an old best is superseded"
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"], "replaced in place"
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "resume-1" / "config.yaml").is_file()
 
 

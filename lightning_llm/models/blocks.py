@@ -106,6 +106,11 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
 
 
+def dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at all when p is 0 (a p=0 dropout still costs a kernel per call in training)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def build_norm(config: ModelConfig) -> nn.Module:
     """The norm layer a config asks for."""
     if config.norm == "rmsnorm":
@@ -308,7 +313,7 @@ class Block(nn.Module):
         self.cross_attn = Attention(config, causal=False, cross=True) if cross else None
         self.norm_mlp = build_norm(config)
         self.mlp = MLP(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = dropout(config.dropout)
 
     def _residual(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], norm: nn.Module):
         if self.post_norm:

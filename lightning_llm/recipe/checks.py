@@ -10,8 +10,9 @@ from pathlib import Path
 import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
+from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.loading import check_data_path, check_loader_settings
 from lightning_llm.errors import ConfigError
@@ -140,3 +141,24 @@ def check_strategy(cfg: DictConfig) -> None:
             "finetune=qlora cannot run under trainer=fsdp: FSDP cannot shard bitsandbytes' packed 4-bit weights; "
             "use trainer=ddp (QLoRA's base is already 4x smaller) or finetune=lora with trainer=fsdp"
         )
+
+
+def adopt_architecture(cfg: DictConfig, source: str, overrides: list[str]) -> None:
+    """Make the pretrained model's architecture the run's (`data.block_size` etc. follow)."""
+    family, config = describe_pretrained(source)
+    expected = model_family(cfg).name
+    if family != expected:
+        raise ConfigError(
+            f"model.pretrained={source!r} is a '{family}' checkpoint but the model group builds "
+            f"'{expected}': use the model option of that family"
+        )
+    overridden = {o.split("=", 1)[0][len("model.") :]: o.split("=", 1)[1] for o in overrides if o.startswith("model.")}
+    with open_dict(cfg.model):
+        for key, value in config.items():
+            if key in ("vocab_size", "dropout"):
+                continue
+            if key in overridden and str(value) != overridden[key]:
+                raise ConfigError(
+                    f"model.{key}={overridden[key]} differs from the pretrained checkpoint's {value}: drop the override"
+                )
+            cfg.model[key] = value

@@ -15,19 +15,18 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.checkpoints import (
     Pretrained,
-    describe_pretrained,
     load_pretrained,
     load_weights,
     read_training_checkpoint,
@@ -39,7 +38,7 @@ from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.log import get_logger, process_rank, quiet_known_noise
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
-from lightning_llm.recipe.checks import check_config, model_family
+from lightning_llm.recipe.checks import adopt_architecture, check_config
 from lightning_llm.recipe.context import (
     Terminated,
     hydra_info,
@@ -51,6 +50,7 @@ from lightning_llm.recipe.context import (
     sigterm_to_lightning,
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
+from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded
 from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, write_json_atomic
@@ -77,27 +77,6 @@ def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> LanguageModel:
     if model_cfg.get("compile"):
         model.compile()  # in place: parameter names (and so checkpoints) stay as they are
     return model
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/"))}
-
-
-def eval_scalars(evaluation: dict[str, Any]) -> dict[str, float]:
-    """Numeric eval results as `eval/<task>/<metric>` for the loggers."""
-    out = {
-        f"eval/{task}/{name}": float(value)
-        for task, result in evaluation["tasks"].items()
-        for name, value in result.get("metrics", {}).items()
-        if isinstance(value, int | float)
-    }
-    out.update({f"eval/summary/{k}": float(v) for k, v in evaluation["summary"].items() if isinstance(v, int | float)})
-    return out
-
-
-def _sharded(model: torch.nn.Module) -> bool:
-    """Whether the model's parameters are sharded across ranks (FSDP2 DTensors)."""
-    return any(hasattr(p, "full_tensor") for p in model.parameters())
 
 
 class TrainingRecipe:
@@ -127,7 +106,7 @@ class TrainingRecipe:
         validate_config(cfg, known_top_level_keys())
         source = cfg.model.get("pretrained")
         if source:
-            self.adopt_architecture(source)
+            adopt_architecture(cfg, source, self.results.overrides)
         check_config(cfg)
         build_suite(cfg.get("eval"))
         if cfg.get("ckpt_path"):
@@ -136,32 +115,6 @@ class TrainingRecipe:
             self.ckpt_path, key = self.last_checkpoint(), "resume=auto"
         if self.ckpt_path:  # a resume must be possible before anything is touched: read it now (weights_only)
             self.resume_step = int(read_training_checkpoint(self.ckpt_path, key)["global_step"])
-
-    def adopt_architecture(self, source: str) -> None:
-        """Make the pretrained model's architecture the run's (`data.block_size` etc. follow)."""
-        cfg = self.cfg
-        family, config = describe_pretrained(source)
-        expected = model_family(cfg).name
-        if family != expected:
-            raise ConfigError(
-                f"model.pretrained={source!r} is a '{family}' checkpoint but the model group builds "
-                f"'{expected}': use the model option of that family"
-            )
-        overridden = {
-            o.split("=", 1)[0][len("model.") :]: o.split("=", 1)[1]
-            for o in self.results.overrides
-            if o.startswith("model.")
-        }
-        with open_dict(cfg.model):
-            for key, value in config.items():
-                if key in ("vocab_size", "dropout"):
-                    continue
-                if key in overridden and str(value) != overridden[key]:
-                    raise ConfigError(
-                        f"model.{key}={overridden[key]} differs from the pretrained checkpoint's {value}: "
-                        "drop the override"
-                    )
-                cfg.model[key] = value
 
     def last_checkpoint(self) -> str | None:
         """The checkpoint `resume=auto` continues from: the run folder's last.ckpt, if there is one."""
@@ -278,7 +231,7 @@ class TrainingRecipe:
         if self.probe is not None and not self.ckpt_path and process_rank() == 0:
             self.results.forgetting = {"before": self.probe.measure(self.model)}
         if cfg.get("validate_before_fit") and not self.ckpt_path:
-            self.results.val_start = _scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
+            self.results.val_start = scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
         tokens_before, fit_started = module.tokens_seen, time.perf_counter()
         with sigterm_to_lightning():
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
@@ -294,12 +247,12 @@ class TrainingRecipe:
         """Final validation (every rank), then forgetting and the eval suite: on rank 0 for a replicated model,
         on every rank for a sharded one (its forward needs them all; rank 0 reports)."""
         cfg, trainer, model = self.cfg, self.trainer, self.model
-        self.results.metrics = _scalars(trainer.callback_metrics)
+        self.results.metrics = scalars(trainer.callback_metrics)
         final = trainer.validate(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, verbose=False)
-        self.results.metrics.update(_scalars(final[0]))
+        self.results.metrics.update(scalars(final[0]))
         if trainer.world_size > 1:
             self.results.replicas_in_sync = replicas_in_sync(trainer, model)
-        if not (trainer.is_global_zero or _sharded(model)):
+        if not (trainer.is_global_zero or sharded(model)):
             return
         if self.probe is not None:
             after = self.probe.measure(model)
@@ -337,6 +290,19 @@ class TrainingRecipe:
             log_to_wandb(results.to_dict())
             print(f"outputs: {self.output_dir} (results.json, report.html, checkpoints/, csv/metrics.csv)")
 
+    def stages(self) -> list[Callable[[], None]]:
+        """What `run` calls after the checks, in order."""
+        return [
+            self.load_pretrained,
+            self.setup_data,
+            self.setup_model,
+            self.setup_finetune,
+            self.setup_trainer,
+            self.fit,
+            self.evaluate,
+            self.report,
+        ]
+
     def run(self) -> RunResults:
         """The stages in order. A failure before the checks pass leaves no trace (an empty folder Hydra made is
         removed); after them, results.json says how the run ended (completed, diverged, interrupted, failed)."""
@@ -354,9 +320,7 @@ class TrainingRecipe:
         handler = prepare(self.cfg, self.output_dir, self.ckpt_path is not None) if process_rank() == 0 else None
         try:
             with sigterm_raises():
-                for stage in (self.load_pretrained, self.setup_data, self.setup_model, self.setup_finetune):
-                    stage()
-                for stage in (self.setup_trainer, self.fit, self.evaluate, self.report):
+                for stage in self.stages():
                     stage()
         except BaseException as err:
             raise self.ended_by(err) from err
@@ -403,18 +367,15 @@ class TrainingRecipe:
         return error
 
 
-def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
-    """Whether every data-parallel rank ends with the same weights (a checksum gathered from all ranks)."""
-    with torch.no_grad():
-        local = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
-        checksum = torch.stack([p.detach().double().sum() for p in local]).sum().reshape(1)
-    gathered = trainer.strategy.all_gather(checksum.to(trainer.strategy.root_device))
-    return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
+def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule | None]:
+    """Run one experiment from a composed config; its results (as written) and the trained LightningModule
+    (None for an evaluation-only run, `train=false`)."""
+    if cfg.get("train", True):
+        recipe = TrainingRecipe(cfg)
+    else:
+        from lightning_llm.recipe.eval_only import EvaluationRecipe
 
-
-def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule]:
-    """Run one experiment from a composed config; its results (as written) and the trained LightningModule."""
-    recipe = TrainingRecipe(cfg)
+        recipe = EvaluationRecipe(cfg)
     return recipe.run().to_dict(), recipe.module
 
 

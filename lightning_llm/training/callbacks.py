@@ -91,8 +91,9 @@ class LastCheckpoint(ModelCheckpoint):
     export from, whatever its validation interval. (Lightning's save_last refreshes only on improvement.)"""
 
     def __init__(self, dirpath: str, **kwargs: Any) -> None:
+        # one last.ckpt, replaced in place (never last-v1.ckpt beside an old one, also on a resume)
+        kwargs = {"enable_version_counter": False, **kwargs}
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, **kwargs)
-        self.enable_version_counter = False
 
     def _save_now(self, trainer: pl.Trainer) -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:

@@ -34,6 +34,7 @@ class Task:
 
     type: ClassVar[str]  # reported with the results
     metric_names: ClassVar[tuple[str, ...]] = ()
+    needs_train_texts: ClassVar[bool] = False  # an evaluation-only run loads the training data only for these
 
     name: str = ""  # the key under eval.tasks
     metrics: list[str] = field(default_factory=list)  # default: all the type computes

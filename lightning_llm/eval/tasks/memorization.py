@@ -17,6 +17,7 @@ class MemorizationTask(Task):
 
     type = "memorization"
     metric_names = ("extraction_rate", "token_match")
+    needs_train_texts = True
 
     n_samples: int = 200
     prefix_tokens: int = 32

@@ -14,6 +14,7 @@ from lightning_llm.models.blocks import (
     ModelConfig,
     attention_bias,
     build_norm,
+    dropout,
     init_weights,
     prepend_prefix,
     run_block,
@@ -34,7 +35,7 @@ class BERT(LanguageModel):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.wtte = nn.Embedding(config.n_token_types, config.n_embd) if config.n_token_types else None
         self.embed_norm = build_norm(config) if config.embed_norm else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layer))
         self.norm_f = build_norm(config) if config.norm_position == "pre" else None
         # masked-LM head: transform, then a decoder tied to the token embeddings (plus its own bias)

@@ -14,6 +14,7 @@ from lightning_llm.models.blocks import (
     RotaryEmbedding,
     attention_bias,
     build_norm,
+    dropout,
     init_weights,
     prepend_prefix,
     run_block,
@@ -38,7 +39,7 @@ class GPT(LanguageModel):
             if config.positions == "rope"
             else None
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, causal=True, rope=rope) for _ in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

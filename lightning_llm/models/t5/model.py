@@ -15,6 +15,7 @@ from lightning_llm.models.blocks import (
     RelativePositionBias,
     attention_bias,
     build_norm,
+    dropout,
     init_weights,
     prepend_prefix,
     run_block,
@@ -42,7 +43,7 @@ class T5(LanguageModel):
         self.encoder = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layer))
         self.decoder = nn.ModuleList(Block(config, causal=True, cross=True) for _ in range(config.n_decoder_layer))
         self.encoder_norm, self.decoder_norm = build_norm(config), build_norm(config)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         init_weights(self, config.n_layer + config.n_decoder_layer)
         if config.tie_embeddings:
