@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.checkpoints import remove_stale_temporaries
 from lightning_llm.conf import CONFIG_DIR
 from lightning_llm.errors import ConfigError, user_error_in
+from lightning_llm.log import DropNoise
 from lightning_llm.recipe.context import hydra_info
 from lightning_llm.recipe.results import write_json_atomic
 
@@ -63,6 +64,7 @@ def log_to_file(folder: Path) -> logging.Handler:
     """Everything logged (ours, Lightning's) also goes to `<run>/train.log`, appended on a resume."""
     handler = logging.FileHandler(folder / "train.log", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(DropNoise())
     logging.getLogger().addHandler(handler)
     return handler
 
