@@ -32,12 +32,13 @@ test: $(STAMP)
 test-full: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(ARGS)
 
-# model step vs HF GPT-2 and Lightning overhead; the three families; fine-tuning methods; data pipeline
+# model step vs HF GPT-2 and Lightning overhead; the three families; fine-tuning methods; data pipeline; packing
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 	$(PY) -m bench.families
 	$(PY) -m bench.finetune
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.packing
 
 # W&B sweep: `make sweep SWEEP=sweeps/gpt_lr.yaml` (needs `wandb login` and network)
 SWEEP ?= sweeps/gpt_lr.yaml

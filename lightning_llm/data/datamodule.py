@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from lightning_llm.data.loading import (
     check_loader_settings,
+    check_window_settings,
     load_rows,
     read_texts,
     select_columns,
@@ -20,7 +21,14 @@ from lightning_llm.data.loading import (
     split_train_val,
 )
 from lightning_llm.data.pipeline import apply_pipeline
-from lightning_llm.data.sampling import PackedBlocks, RandomWindowSampler, WindowsAt, fixed_batches, train_loader
+from lightning_llm.data.sampling import (
+    DocumentRows,
+    PackedBlocks,
+    RandomWindowSampler,
+    WindowsAt,
+    fixed_batches,
+    train_loader,
+)
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
@@ -74,6 +82,7 @@ class TextDataModule(pl.LightningDataModule):
         holdout: str = "documents",
         val_path: str | None = None,
         windows: str = "grid",
+        packing: str = "concat",
         max_documents: int | None = None,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
@@ -92,9 +101,9 @@ class TextDataModule(pl.LightningDataModule):
         self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
         if holdout not in ("documents", "tail"):
             raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
-        if windows not in ("grid", "random"):
-            raise ConfigError(f"data.windows={windows!r} is unknown: use grid or random")
-        self.holdout, self.val_path, self.windows = holdout, val_path, windows
+        check_window_settings(windows, packing)
+        objective.bind_packing(packing)
+        self.holdout, self.val_path, self.windows, self.packing = holdout, val_path, windows, packing
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.num_workers, self.num_proc = num_workers, num_proc
@@ -141,7 +150,6 @@ class TextDataModule(pl.LightningDataModule):
             self.tokenizer_config, train["text"], train._fingerprint, self.objective, self.cache_dir
         )
         self.objective.bind_tokenizer(self.tokenizer)
-        length, stride = self.objective.block_layout(self.block_size)
         self.stats.update(documents={"train": len(train), "val": len(val)}, tokens={}, blocks={})
         self.stats["characters"] = {
             name: int(sum(len(t) for t in part["text"])) for name, part in (("train", train), ("val", val))
@@ -151,7 +159,7 @@ class TextDataModule(pl.LightningDataModule):
             tokens = self._tokenize(part, tokenizer_key)
             self._tokens[name] = tokens
             self.stats["tokens"][name] = len(tokens)
-            self.stats["blocks"][name] = len(PackedBlocks(tokens, length, stride))
+            self.stats["blocks"][name] = len(self._dataset(name))
         self.stats["vocab_size"] = self.tokenizer.vocab_size
         self.stats["chars_per_token"] = round(
             self.stats["characters"]["train"] / max(1, self.stats["tokens"]["train"]), 3
@@ -211,11 +219,13 @@ class TextDataModule(pl.LightningDataModule):
             "data.block_size %d -> %d: the prefix (prompt tuning) takes %d positions", block, usable, block - usable
         )
         self.block_size = usable
-        length, stride = self.objective.block_layout(usable)
-        self.stats["blocks"] = {name: len(PackedBlocks(t, length, stride)) for name, t in self._tokens.items()}
+        self.stats["blocks"] = {name: len(self._dataset(name)) for name in self._tokens}
 
-    def _dataset(self, split: str) -> PackedBlocks:
+    def _dataset(self, split: str) -> PackedBlocks | DocumentRows:
+        """Packed windows on the grid, or (data.packing=pad) one document per row."""
         length, stride = self.objective.block_layout(self.block_size)
+        if self.packing == "pad":
+            return DocumentRows(self._tokens[split], self.tokenizer.eos_id, length, stride)
         return PackedBlocks(self._tokens[split], length, stride)
 
     def train_dataloader(self) -> DataLoader:

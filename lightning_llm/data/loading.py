@@ -218,3 +218,11 @@ def check_loader_settings(batch_size: int, block_size: int, val_fraction: float,
         raise ConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
     if num_workers < 0:
         raise ConfigError(f"data.num_workers={num_workers} must be 0 or more")
+
+
+def check_window_settings(windows: str, packing: str) -> None:
+    """`data.windows` must be known and, at random offsets, read a packed stream (not one document per row)."""
+    if windows not in ("grid", "random"):
+        raise ConfigError(f"data.windows={windows!r} is unknown: use grid or random")
+    if packing == "pad" and windows == "random":
+        raise ConfigError("data.windows=random reads a packed stream: use data.packing=concat or doc_mask with it")

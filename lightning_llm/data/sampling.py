@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -102,3 +103,27 @@ class WindowsAt(Dataset):
 
     def __getitem__(self, start: int) -> torch.Tensor:
         return self.tokens[start : start + self.length]
+
+
+class DocumentRows(Dataset):
+    """One document per example (`data.packing=pad`): documents end at `eos_id` in the token stream; one longer
+    than `length` continues in further rows, `stride` apart (overlapping by length - stride, as packed windows
+    do), so no token is lost. Only the row boundaries are stored (two int64 per row)."""
+
+    def __init__(self, tokens: torch.Tensor, eos_id: int, length: int, stride: int) -> None:
+        self.tokens = tokens
+        ends = np.flatnonzero(tokens.numpy() == eos_id) + 1
+        if len(ends) == 0 or ends[-1] != len(tokens):
+            ends = np.append(ends, len(tokens))
+        starts = np.concatenate(([0], ends[:-1]))
+        overlap = length - stride
+        rows = np.maximum(1, -(-(ends - starts - overlap) // stride))
+        first_row = np.repeat(np.cumsum(rows) - rows, rows)
+        self.starts = np.repeat(starts, rows) + (np.arange(rows.sum()) - first_row) * stride
+        self.ends = np.minimum(self.starts + length, np.repeat(ends, rows))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.tokens[int(self.starts[index]) : int(self.ends[index])]

@@ -26,6 +26,8 @@ class LanguageModel(nn.Module):
     family: ClassVar[str]  # the registry name, recorded in checkpoints
     architecture: ClassVar[Architecture]  # decoder-only, encoder-only, or encoder-decoder
     defaults: ClassVar[dict[str, Any]] = {}  # ModelConfig values the family uses unless told otherwise
+    #: `forward`/`encode` take `document_ids` and `position_ids`, so packed documents never attend to each other
+    document_masks: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -58,6 +60,26 @@ class LanguageModel(nn.Module):
     def context_length(self) -> int:
         """Tokens a sequence may hold once the prefix has taken its positions."""
         return self.config.block_size - self.prefix_length
+
+    def positions(
+        self,
+        position_ids: torch.Tensor | None,
+        past: int,
+        steps: int,
+        n_prefix: int,
+        batch: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Absolute positions of the `steps` positions after `past` cached ones: `position_ids` (of the tokens:
+        left-padded rows, documents packed in a row) are shifted past any prefix, which takes positions
+        0..n_prefix-1."""
+        if position_ids is None:
+            return torch.arange(past, past + steps, device=device)[None]
+        positions = position_ids.to(device) + self.prefix_length
+        if n_prefix:
+            prefix = torch.arange(n_prefix, device=device)[None].expand(batch, -1)
+            positions = torch.cat((prefix, positions), dim=1)
+        return positions
 
     # -- the task-head seam ----------------------------------------------------------------------------
     def attach_task_head(self, num_classes: int) -> nn.Linear:

@@ -193,24 +193,40 @@ def attention_bias(
     q_len: int,
     k_len: int,
     bias: torch.Tensor | None = None,
+    document_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """One additive SDPA mask from key padding (batch, k_len; True = real token), causality and a bias.
+    """One SDPA mask from key padding (batch, k_len; True = real token), causality, documents and a bias.
 
-    Returns None when plain causal (or no) attention suffices, so SDPA can take its fastest path.
-    Masked scores get the dtype's lowest value rather than -inf, so a row with no visible key stays finite.
+    `document_ids` (batch, k_len) confine attention to the query's own document (packed rows: block-diagonal);
+    keys with a negative id (a prefix) stay visible to every query. Returns None when plain causal (or no)
+    attention suffices, so SDPA can take its fastest path; a boolean mask for documents alone (every query sees
+    itself); otherwise an additive mask whose masked scores get the dtype's lowest value rather than -inf, so a
+    row with no visible key (left padding) stays finite.
     """
-    if padding_mask is None and bias is None:
+    if padding_mask is None and bias is None and document_ids is None:
         return None
-    dtype = bias.dtype if bias is not None else torch.float32
-    device = bias.device if bias is not None else padding_mask.device
+    device = next(t.device for t in (bias, padding_mask, document_ids) if t is not None)
     visible = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
     if causal:
         visible = visible.tril(diagonal=k_len - q_len)
     visible = visible[None, None]
     if padding_mask is not None:
         visible = visible & padding_mask.bool()[:, None, None, :]
+    if document_ids is not None:
+        queries, keys = document_ids[:, None, -q_len:, None], document_ids[:, None, None, :]
+        visible = visible & ((queries == keys) | (keys < 0))
+        if padding_mask is None and bias is None:
+            return visible
+    dtype = bias.dtype if bias is not None else torch.float32
     mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
     return mask if bias is None else mask + bias
+
+
+def prefix_documents(document_ids: torch.Tensor | None, n_prefix: int) -> torch.Tensor | None:
+    """Document ids extended over a prefix of `n_prefix` positions, which every document may read (id -1)."""
+    if document_ids is None or not n_prefix:
+        return document_ids
+    return F.pad(document_ids, (n_prefix, 0), value=-1)
 
 
 class Attention(nn.Module):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
+from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.tokenizers import Tokenizer
 
@@ -31,10 +32,13 @@ class Objective:
 
     #: Model architectures this objective can train (`LanguageModel.architecture`; checked at start-up).
     architectures: tuple[str, ...] = ()
+    #: How documents may share a row (`data.packing`, see `objectives.packing`); the first is the default.
+    packings: tuple[str, ...] = ("concat",)
 
     def __init__(self) -> None:
         self.tokenizer: Tokenizer | None = None
         self.model: LanguageModel | None = None
+        self.packing = self.packings[0]
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -44,6 +48,13 @@ class Objective:
     def bind_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Called once the tokenizer exists, so collation can use its special ids."""
         self.tokenizer = tokenizer
+
+    def bind_packing(self, packing: str) -> None:
+        """Called by the datamodule with `data.packing`, so collation lays documents out that way."""
+        if packing not in self.packings:
+            name, allowed = type(self).__name__, list(self.packings)
+            raise ConfigError(f"data.packing={packing!r} does not fit objective {name}: use one of {allowed}")
+        self.packing = packing
 
     def bind_labels(self, labels: list[str] | None) -> None:
         """Called by a supervised datamodule with the task's class names (None for generation tasks)."""

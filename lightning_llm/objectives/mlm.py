@@ -11,6 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
+from lightning_llm.objectives.packing import PACKINGS, document_layout, model_inputs, pad_documents
 from lightning_llm.tokenizers import MASK_TOKEN, Tokenizer
 
 
@@ -19,6 +20,7 @@ class MaskedLM(Objective):
     token, 10% stay. The loss covers the picked positions only. Blocks are framed as <s> ... </s>."""
 
     architectures = ("encoder",)
+    packings = PACKINGS
 
     def __init__(self, mask_prob: float = 0.15, replace_mask: float = 0.8, replace_random: float = 0.1) -> None:
         super().__init__()
@@ -56,14 +58,22 @@ class MaskedLM(Objective):
         return torch.where(to_random, random_ids, inputs), labels
 
     def collate(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Frame each block as <s> ... </s>; `doc_mask` adds document ids and positions, `pad` right-pads
+        (pads are special, so never masked) with an attention mask."""
         tok = self.tokenizer
-        body = torch.stack(blocks).long()
-        frame = torch.full((body.size(0), 1), tok.bos_id), torch.full((body.size(0), 1), tok.eos_id)
-        inputs, labels = self.mask(torch.cat((frame[0], body, frame[1]), dim=1))
-        return {"input_ids": inputs, "labels": labels}
+        framed = [torch.cat((torch.tensor([tok.bos_id]), block.long(), torch.tensor([tok.eos_id]))) for block in blocks]
+        if self.packing == "pad":
+            tokens, real = pad_documents(framed, tok.pad_id)
+            inputs, labels = self.mask(tokens)
+            return {"input_ids": inputs, "labels": labels, "attention_mask": real}
+        inputs, labels = self.mask(torch.stack(framed))
+        batch = {"input_ids": inputs, "labels": labels}
+        if self.packing == "doc_mask":
+            batch["document_ids"], batch["position_ids"] = document_layout(torch.stack(framed), tok.eos_id)
+        return batch
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        hidden = model.encode(batch["input_ids"], batch.get("attention_mask"))
+        hidden = model.encode(batch["input_ids"], **model_inputs(batch))
         picked = batch["labels"] != IGNORE_INDEX
         logits = model.mlm_logits(hidden[picked])  # the vocabulary projection only where it is scored
         labels = batch["labels"][picked]

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
-from lightning_llm.data.loading import check_data_path, check_loader_settings
+from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
@@ -41,6 +41,7 @@ def check_config(cfg: DictConfig) -> None:
             "lower data.block_size or raise model.block_size"
         )
     check_objective(cfg)
+    check_packing(cfg)
     check_precision(cfg)
     check_strategy(cfg)
     warn_about_devices(cfg)
@@ -66,6 +67,26 @@ def check_objective(cfg: DictConfig) -> None:
         f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
         f"use objective={' or objective='.join(fitting) or '(none yet)'}"
     )
+
+
+def check_packing(cfg: DictConfig) -> None:
+    """`data.packing` must be one the objective lays out and, for document masks, the model can read."""
+    packing = cfg.data.get("packing")
+    if packing is None:
+        return
+    objective_cls = hydra.utils.get_class(cfg.objective._target_)
+    if packing not in objective_cls.packings:
+        raise ConfigError(
+            f"data.packing={packing!r} does not fit objective={_choice(cfg, 'objective')}: "
+            f"use one of {list(objective_cls.packings)}"
+        )
+    check_window_settings(cfg.data.get("windows", "grid"), packing)
+    family = model_family(cfg)
+    if packing == "doc_mask" and not family.model_class.document_masks:
+        raise ConfigError(
+            f"data.packing=doc_mask needs a model that takes document ids; family '{family.name}' does not: "
+            "use data.packing=concat or pad"
+        )
 
 
 def on_cpu(cfg: DictConfig) -> bool:

@@ -16,6 +16,7 @@ from lightning_llm.models.blocks import (
     build_norm,
     dropout,
     init_weights,
+    prefix_documents,
     prepend_prefix,
     run_block,
 )
@@ -26,6 +27,7 @@ class BERT(LanguageModel):
 
     family = "bert"
     architecture = "encoder"
+    document_masks = True
     defaults = dict(norm_position="post", activation="gelu", n_token_types=2, embed_norm=True, norm_eps=1e-12)
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
@@ -59,8 +61,11 @@ class BERT(LanguageModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
+        """Final hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding. Packed rows
+        pass `document_ids` (attention stays within a document) and `position_ids` (restarting per document)."""
         x = self.wte(input_ids)
         if self.wtte is not None:
             x = x + self.wtte(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
@@ -68,11 +73,12 @@ class BERT(LanguageModel):
         t = x.size(1)
         if t > self.config.block_size:
             raise ValueError(f"sequence length {t} exceeds model.block_size={self.config.block_size}")
-        x = x + self.wpe(torch.arange(t, device=input_ids.device))
+        x = x + self.wpe(self.positions(position_ids, 0, t, n_prefix, x.size(0), x.device))
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
-        mask = None if attention_mask is None else attention_bias(attention_mask, causal=False, q_len=t, k_len=t)
+        documents = prefix_documents(document_ids, n_prefix)
+        mask = attention_bias(attention_mask, causal=False, q_len=t, k_len=t, document_ids=documents)
         for block in self.blocks:
             x = run_block(block, self.activation_checkpointing, x, mask)
         x = x[:, n_prefix:]
@@ -92,5 +98,7 @@ class BERT(LanguageModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))
+        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids, position_ids, document_ids))

@@ -16,6 +16,7 @@ from lightning_llm.models.blocks import (
     build_norm,
     dropout,
     init_weights,
+    prefix_documents,
     prepend_prefix,
     run_block,
 )
@@ -28,6 +29,7 @@ class GPT(LanguageModel):
 
     family = "gpt"
     architecture = "decoder"
+    document_masks = True
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -55,29 +57,17 @@ class GPT(LanguageModel):
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
 
-    def positions(
-        self, position_ids: torch.Tensor | None, past: int, steps: int, n_prefix: int, batch: int
-    ) -> torch.Tensor:
-        """Absolute positions of the `steps` positions after `past` cached ones: `position_ids` (of the tokens,
-        e.g. of left-padded rows) are shifted past any prefix, which takes positions 0..n_prefix-1."""
-        device = self.wte.weight.device
-        if position_ids is None:
-            return torch.arange(past, past + steps, device=device)[None]
-        positions = position_ids.to(device) + self.prefix_length
-        if n_prefix:
-            prefix = torch.arange(n_prefix, device=device)[None].expand(batch, -1)
-            positions = torch.cat((prefix, positions), dim=1)
-        return positions
-
     def encode(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final (normalised) hidden states (batch, time, n_embd); `attention_mask` 1 = real token. With a
-        `cache` (generation) only the new tokens are read and their keys/values join the cache."""
+        `cache` (generation) only the new tokens are read and their keys/values join the cache. Packed rows pass
+        `document_ids` (attention stays within a document) and `position_ids` (restarting per document)."""
         batch, past = input_ids.size(0), cache.length if cache is not None else 0
         x, n_prefix = self.wte(input_ids), 0
         if past == 0:  # the prefix (prompt tuning) opens the sequence, once
@@ -85,7 +75,7 @@ class GPT(LanguageModel):
         t = x.size(1)
         if past + t > self.config.block_size:
             raise ValueError(f"sequence length {past + t} exceeds model.block_size={self.config.block_size}")
-        positions = self.positions(position_ids, past, t, n_prefix, batch)
+        positions = self.positions(position_ids, past, t, n_prefix, batch, x.device)
         if self.wpe is not None:
             x = x + self.wpe(positions)
         x = self.drop(x)
@@ -95,7 +85,8 @@ class GPT(LanguageModel):
                 keys = torch.ones(batch, past + t, dtype=torch.long, device=x.device)
             mask = None if keys is None else attention_bias(keys, causal=True, q_len=t, k_len=past + t)
         else:
-            mask = None if attention_mask is None else attention_bias(attention_mask, causal=True, q_len=t, k_len=t)
+            documents = prefix_documents(document_ids, n_prefix)
+            mask = attention_bias(attention_mask, causal=True, q_len=t, k_len=t, document_ids=documents)
         rope_positions = positions if self.config.positions == "rope" and (position_ids is not None or past) else None
         for i, block in enumerate(self.blocks):
             layer_cache = (cache.layer(i), None) if cache is not None else None
@@ -110,9 +101,10 @@ class GPT(LanguageModel):
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits for every position; pass `attention_mask` only for padded batches."""
-        return self.lm_head(self.encode(input_ids, attention_mask, cache, position_ids))
+        return self.lm_head(self.encode(input_ids, attention_mask, cache, position_ids, document_ids))
 
     @torch.no_grad()
     def generate(
