@@ -36,6 +36,17 @@ CASES = {
     "xla-without-tpu": (["trainer=xla"], ["trainer=xla needs torch_xla"]),
     "fp8-without-te": (["precision=transformer-engine"], ["needs NVIDIA Transformer Engine", "bf16-mixed"]),
     "qlora-under-fsdp": (["trainer=fsdp", "finetune=qlora"], ["finetune=qlora cannot run under trainer=fsdp"]),
+    "mixture-zero-weights": (
+        ["data=mixture", "data.sources.topics.weight=0", "data.sources.docstrings.weight=0"],
+        ["data.sources weights sum to 0"],
+    ),
+    "mixture-negative-weight": (["data=mixture", "data.sources.topics.weight=-1"], ["data.sources.topics.weight=-1"]),
+    "mixture-missing-file": (
+        ["data=mixture", "data.sources.topics.path=./nope.jsonl"],
+        ["data.sources.topics.path='./nope.jsonl' does not exist"],
+    ),
+    "mixture-unknown-key": (["data=mixture", "+data.sources.topics.colour=red"], ["data.sources.topics.colour is not"]),
+    "doc-mask-on-t5": (["model=t5", "objective=span", "data.packing=doc_mask"], ["data.packing='doc_mask'", "concat"]),
 }
 
 

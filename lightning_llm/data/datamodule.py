@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 from typing import Any
 
+import datasets
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from lightning_llm.data.loading import (
     split_tail,
     split_train_val,
 )
+from lightning_llm.data.mixture import MixedRows, MixtureSampler, Source, collate_with_sources, parse_sources
 from lightning_llm.data.pipeline import apply_pipeline
 from lightning_llm.data.sampling import (
     DocumentRows,
@@ -70,7 +73,7 @@ class TextDataModule(pl.LightningDataModule):
         self,
         objective: Objective,
         tokenizer: dict[str, Any] | Tokenizer,
-        path: str = "embedded:python_docs",
+        path: str | None = "embedded:python_docs",
         name: str | None = None,
         split: str = "train",
         text_column: str = "text",
@@ -84,6 +87,7 @@ class TextDataModule(pl.LightningDataModule):
         windows: str = "grid",
         packing: str = "concat",
         max_documents: int | None = None,
+        sources: dict[str, dict[str, Any]] | None = None,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
         decontaminate_paths: list[str] | None = None,
@@ -104,6 +108,9 @@ class TextDataModule(pl.LightningDataModule):
         check_window_settings(windows, packing)
         objective.bind_packing(packing)
         self.holdout, self.val_path, self.windows, self.packing = holdout, val_path, windows, packing
+        self.sources = parse_sources(sources) or [Source("", self.path)]
+        if self.mixed and val_path:
+            raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.num_workers, self.num_proc = num_workers, num_proc
@@ -112,30 +119,44 @@ class TextDataModule(pl.LightningDataModule):
         self.tokenizer_path: Path | None = None
         self.tokenizer_trained: bool | None = None
         self.stats: dict[str, Any] = {}
-        self._tokens: dict[str, torch.Tensor] = {}
+        self._tokens: dict[str, torch.Tensor] = {}  # per split: every source's documents, joined by eos
+        self._spans: dict[str, list[tuple[int, int]]] = {}  # per split: where each source lies in _tokens
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
         self.train_texts: list[str] = []  # the training documents (for memorization tests)
 
+    @property
+    def mixed(self) -> bool:
+        """Whether training draws from several sources by weight (`data.sources`)."""
+        return len(self.sources) > 1
+
+    @property
+    def source_names(self) -> list[str]:
+        return [source.name for source in self.sources]
+
     # -- loading -----------------------------------------------------------------------------
-    def _load_texts(self, path: str, key: str):
-        ds = load_rows(path, self.name, self.split, self.cache_dir, self.sample_by)
-        ds = select_columns(ds, {"text": self.text_column}, path, key_prefix="data.text_column")
+    def _load_texts(self, path: str, key: str, options: dict[str, Any] | None = None):
+        settings = {"name": self.name, "split": self.split, "text_column": self.text_column}
+        settings |= {"sample_by": self.sample_by, **(options or {})}
+        ds = load_rows(path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"])
+        column = settings["text_column"]
+        ds = select_columns(ds, {"text": column}, path, key_prefix=key.replace(".path", ".text_column"))
         ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
         if len(ds) == 0:
-            raise ConfigError(f"{key}={path!r} has no text in column {self.text_column!r}: the corpus is empty")
+            raise ConfigError(f"{key}={path!r} has no text in column {column!r}: the corpus is empty")
         return ds
 
-    def _load_raw(self):
-        ds = self._load_texts(self.path, "data.path")
+    def _load_raw(self, source: Source):
+        ds = self._load_texts(source.path, source.key, source.options)
         if self.max_documents:
             ds = ds.select(range(min(self.max_documents, len(ds))))
         if self.pipeline:
             eval_texts = [t for path in self.decontaminate_paths for t in read_texts(path)]
-            ds, self.stats["pipeline"] = apply_pipeline(
+            ds, report = apply_pipeline(
                 ds, self.pipeline, self.pipeline_settings, num_proc=self.num_proc, decontaminate_against=eval_texts
             )
+            self.stats.setdefault("pipeline", {})[source.name] = report
             if len(ds) == 0:
-                raise ConfigError(f"data.pipeline removed every document of {self.path!r}: relax its settings")
+                raise ConfigError(f"data.pipeline removed every document of {source.path!r}: relax its settings")
         return ds
 
     # -- Lightning hooks ---------------------------------------------------------------------
@@ -143,40 +164,58 @@ class TextDataModule(pl.LightningDataModule):
         """Load, split, train or reuse the tokenizer, tokenize and pack. Cached; safe to call twice."""
         if self._tokens:
             return
-        train, val = self._split(self._load_raw())
+        parts = {source.name: self._split(self._load_raw(source), source) for source in self.sources}
+        train = datasets.concatenate_datasets([part[0] for part in parts.values()])
         self.train_texts = list(train["text"])
+        if not self.mixed and "pipeline" in self.stats:
+            self.stats["pipeline"] = self.stats["pipeline"][""]
 
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, train["text"], train._fingerprint, self.objective, self.cache_dir
         )
         self.objective.bind_tokenizer(self.tokenizer)
-        self.stats.update(documents={"train": len(train), "val": len(val)}, tokens={}, blocks={})
-        self.stats["characters"] = {
-            name: int(sum(len(t) for t in part["text"])) for name, part in (("train", train), ("val", val))
-        }
         tokenizer_key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
-        for name, part in (("train", train), ("val", val)):
-            tokens = self._tokenize(part, tokenizer_key)
-            self._tokens[name] = tokens
-            self.stats["tokens"][name] = len(tokens)
-            self.stats["blocks"][name] = len(self._dataset(name))
+        per_source: dict[str, dict[str, Any]] = {}
+        for index, split in enumerate(("train", "val")):
+            streams = []
+            for name, part in parts.items():
+                streams.append(self._tokenize(part[index], tokenizer_key))
+                counts = per_source.setdefault(name, {"documents": {}, "characters": {}, "tokens": {}})
+                counts["documents"][split] = len(part[index])
+                counts["characters"][split] = int(sum(len(t) for t in part[index]["text"]))
+                counts["tokens"][split] = len(streams[-1])
+            ends = np.cumsum([len(t) for t in streams]).tolist()
+            self._spans[split] = list(zip([0, *ends[:-1]], ends, strict=True))
+            self._tokens[split] = streams[0] if len(streams) == 1 else torch.cat(streams)
+        for key in ("documents", "characters", "tokens"):
+            self.stats[key] = {split: sum(c[key][split] for c in per_source.values()) for split in ("train", "val")}
+        if self.mixed:
+            self.stats["sources"] = per_source
+        self.stats["blocks"] = {split: len(self._dataset(split)) for split in ("train", "val")}
         self.stats["vocab_size"] = self.tokenizer.vocab_size
         self.stats["chars_per_token"] = round(
             self.stats["characters"]["train"] / max(1, self.stats["tokens"]["train"]), 3
         )
-        if self.stats["blocks"]["val"] == 0 or self.stats["blocks"]["train"] == 0:
-            raise ConfigError(
-                f"data.block_size={self.block_size} is longer than the {min(self.stats['tokens'].values())} tokens "
-                f"of the smallest split of {self.path!r}: lower data.block_size or add text"
-            )
+        self._check_blocks()
 
-    def _split(self, ds):
+    def _check_blocks(self) -> None:
+        """Every split of every source must hold at least one block."""
+        for split in ("train", "val"):
+            counts = zip(self.sources, self._source_rows(split), self._spans[split], strict=True)
+            for source, rows, (start, end) in counts:
+                if len(rows) == 0:
+                    raise ConfigError(
+                        f"data.block_size={self.block_size} is longer than the {end - start} tokens of the {split} "
+                        f"split of {source.path!r}: lower data.block_size or add text"
+                    )
+
+    def _split(self, ds, source: Source):
         """(train, val): a separate validation file, the contiguous tail, or held-out documents."""
         if self.val_path:
             return ds, self._load_texts(self.val_path, "data.val_path")
         if self.holdout == "tail":
-            return split_tail(ds, self.val_fraction, self.path)
-        return split_train_val(ds, self.val_fraction, self.split_seed, self.path)
+            return split_tail(ds, self.val_fraction, source.path)
+        return split_train_val(ds, self.val_fraction, self.split_seed, source.path)
 
     def _tokenize(self, part, tokenizer_key: str) -> torch.Tensor:
         """Tokenize with `datasets.map` (cached by fingerprint); join documents with eos, in order."""
@@ -219,30 +258,56 @@ class TextDataModule(pl.LightningDataModule):
             "data.block_size %d -> %d: the prefix (prompt tuning) takes %d positions", block, usable, block - usable
         )
         self.block_size = usable
-        self.stats["blocks"] = {name: len(self._dataset(name)) for name in self._tokens}
+        self.stats["blocks"] = {split: len(self._dataset(split)) for split in self._tokens}
 
-    def _dataset(self, split: str) -> PackedBlocks | DocumentRows:
+    def _rows(self, tokens: torch.Tensor) -> PackedBlocks | DocumentRows:
         """Packed windows on the grid, or (data.packing=pad) one document per row."""
         length, stride = self.objective.block_layout(self.block_size)
         if self.packing == "pad":
-            return DocumentRows(self._tokens[split], self.tokenizer.eos_id, length, stride)
-        return PackedBlocks(self._tokens[split], length, stride)
+            return DocumentRows(tokens, self.tokenizer.eos_id, length, stride)
+        return PackedBlocks(tokens, length, stride)
+
+    def _source_rows(self, split: str) -> list[PackedBlocks | DocumentRows]:
+        return [self._rows(self._tokens[split][start:end]) for start, end in self._spans[split]]
+
+    def _dataset(self, split: str) -> PackedBlocks | DocumentRows | MixedRows:
+        """One source's rows, or every source's (a mixture: items are (row, source index))."""
+        parts = self._source_rows(split)
+        return MixedRows(parts) if self.mixed else parts[0]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per
-        epoch as the grid has."""
+        epoch as the grid has; a mixture draws each row's source by weight."""
+        seed = torch.initial_seed() % 2**31
+        grid = len(self._dataset("train"))
+        if self.mixed:
+            length, _ = self.objective.block_layout(self.block_size)
+            parts = self._source_rows("train")
+            if self.windows == "random":
+                parts = [WindowsAt(self._tokens["train"][a:b], length) for a, b in self._spans["train"]]
+            weights = [source.weight for source in self.sources]
+            sampler = MixtureSampler([len(part) for part in parts], weights, seed, num_examples=grid)
+            return train_loader(self, MixedRows(parts), collate_with_sources(self.objective.collate), sampler)
         if self.windows == "grid":
             return train_loader(self, self._dataset("train"), self.objective.collate)
         length, _ = self.objective.block_layout(self.block_size)
         tokens = self._tokens["train"]
-        sampler = RandomWindowSampler(len(tokens), length, len(self._dataset("train")), torch.initial_seed() % 2**31)
+        sampler = RandomWindowSampler(len(tokens), length, grid, seed)
         return train_loader(self, WindowsAt(tokens, length), self.objective.collate, sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches are collated once under a fixed seed, so random masks or spans are the same
-        at every evaluation and val losses compare across steps and runs."""
+        at every evaluation and val losses compare across steps and runs. A mixture validates each source on
+        its own batches (they carry `source_ids`: `val/<source>/loss`), taken in turns so that a
+        `limit_val_batches` still sees every source."""
         if self._val_batches is None:
-            self._val_batches = fixed_batches(
-                self._dataset("val"), self.objective.collate, self.batch_size, self.split_seed
-            )
+            per_source = []
+            for index, rows in enumerate(self._source_rows("val")):
+                batches = fixed_batches(rows, self.objective.collate, self.batch_size, self.split_seed)
+                if self.mixed:
+                    for batch in batches:
+                        batch["source_ids"] = torch.full((len(batch["input_ids"]),), index)
+                per_source.append(batches)
+            turns = itertools.zip_longest(*per_source)
+            self._val_batches = [batch for turn in turns for batch in turn if batch is not None]
         return DataLoader(self._val_batches, batch_size=None, shuffle=False)

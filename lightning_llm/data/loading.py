@@ -27,10 +27,10 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).suffix in _BUILDERS or os.path.exists(path)
 
 
-def check_data_path(path: str) -> None:
+def check_data_path(path: str, key: str = "data.path") -> None:
     """Fail fast, before any loading, on a local data path that does not exist."""
     if not is_embedded(path) and looks_local(path) and not Path(path).expanduser().exists():
-        raise ConfigError(f"data.path={path!r} does not exist: give an existing file or folder, or a `datasets` name")
+        raise ConfigError(f"{key}={path!r} does not exist: give an existing file or folder, or a `datasets` name")
 
 
 def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):

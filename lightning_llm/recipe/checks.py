@@ -10,11 +10,12 @@ from pathlib import Path
 import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
+from lightning_llm.data.mixture import parse_sources
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
@@ -46,7 +47,7 @@ def check_config(cfg: DictConfig) -> None:
     check_strategy(cfg)
     warn_about_devices(cfg)
     check_pretrained(cfg)
-    check_data_path(cfg.data.path)
+    check_data_sources(cfg.data)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
@@ -67,6 +68,18 @@ def check_objective(cfg: DictConfig) -> None:
         f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
         f"use objective={' or objective='.join(fitting) or '(none yet)'}"
     )
+
+
+def check_data_sources(data: DictConfig) -> None:
+    """Each source of a mixture (weights, keys, paths), or the one `data.path`, before anything loads."""
+    sources = data.get("sources")
+    if not sources:
+        if data.get("path") is None:
+            raise ConfigError("data.path is not set: give a file, folder or `datasets` name (or data.sources)")
+        check_data_path(data.path)
+        return
+    for source in parse_sources(OmegaConf.to_container(sources, resolve=True)):
+        check_data_path(source.path, source.key)
 
 
 def check_packing(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ from lightning_llm.checkpoints import (
     load_weights,
     read_training_checkpoint,
 )
+from lightning_llm.data.mixture import realized_mixture
 from lightning_llm.errors import ConfigError, EvalIncomplete, RunInterrupted, TrainingDiverged, user_error_in
 from lightning_llm.eval import build_suite, evaluate
 from lightning_llm.eval.forgetting import ForgettingProbe
@@ -241,6 +242,8 @@ class TrainingRecipe:
         if started and module.first_step_at is not None:
             self.results.startup_seconds = round(module.first_step_at - float(started), 2)
         self.results.tokens_per_s = round((module.tokens_seen - tokens_before) / fit_seconds, 1)
+        if module.source_tokens is not None:
+            self.results.data["mixture"] = realized_mixture(self.datamodule.sources, module.source_tokens)
         self.ckpt_path = None  # validate the weights fit ended with
 
     def evaluate(self) -> None:

@@ -65,6 +65,7 @@ class LanguageModelModule(pl.LightningModule):
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
         self.first_step_at: float | None = None  # wall-clock time the first training batch started
+        self.source_tokens: torch.Tensor | None = None  # tokens this rank read per source of a data mixture
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -123,7 +124,18 @@ class LanguageModelModule(pl.LightningModule):
         self.tokens_seen += out.num_tokens * self.trainer.world_size
         self.log("train/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0))
         self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
+        if "source_ids" in batch:
+            self._record_sources(batch["source_ids"], batch["input_ids"].size(1))
         return out.loss
+
+    def _record_sources(self, source_ids: torch.Tensor, row_tokens: int) -> None:
+        """Count a mixture's tokens per source and log each source's share so far (`train/mix/<source>`)."""
+        names = self.trainer.datamodule.source_names
+        counts = torch.bincount(source_ids.cpu(), minlength=len(names)) * row_tokens
+        self.source_tokens = counts if self.source_tokens is None else self.source_tokens + counts
+        total = float(self.source_tokens.sum())
+        for name, tokens in zip(names, self.source_tokens.tolist(), strict=True):
+            self.log(f"train/mix/{name}", tokens / total, batch_size=1)
 
     def configure_gradient_clipping(
         self,
@@ -151,6 +163,9 @@ class LanguageModelModule(pl.LightningModule):
         self.val_metrics.update(out.logits.float(), out.labels)
         self.log("val/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0), sync_dist=True)
         self.log_dict(self.val_metrics, batch_size=out.labels.size(0))
+        if "source_ids" in batch:  # a mixture's batches each hold one source
+            name = self.trainer.datamodule.source_names[int(batch["source_ids"][0])]
+            self.log(f"val/{name}/loss", out.loss, batch_size=out.labels.size(0), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(parameter_groups(self.model))
@@ -182,12 +197,16 @@ class LanguageModelModule(pl.LightningModule):
         checkpoint["model_family"] = self.model.family
         checkpoint["model_config"] = self.model.config.to_dict()
         checkpoint["tokens_seen"] = self.tokens_seen
+        if self.source_tokens is not None:
+            checkpoint["source_tokens"] = self.source_tokens.tolist()
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
             checkpoint["tokenizer"] = datamodule.tokenizer.to_bytes()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        if "source_tokens" in checkpoint:
+            self.source_tokens = torch.tensor(checkpoint["source_tokens"])
         rng = checkpoint.get("rng_state", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
