@@ -13,12 +13,15 @@ export TOKENIZERS_PARALLELISM ?= false
 install: $(STAMP)
 
 # Reinstall when pyproject.toml changes. torch comes first with its pin: an unpinned torch
-# would pull a multi-GB CUDA build, the pinned one is a local CPU wheel here.
+# would pull a multi-GB CUDA build, the pinned one is a local CPU wheel here. litdata (token shards) comes
+# without its declared torchvision, which it needs only for images and which would replace torch with a CUDA
+# build; its other needs are in pyproject.toml.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "litdata==0.2.76"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -59,6 +59,8 @@ KNOWN_HARMLESS_WARNINGS = (
     r".*MatMul8bitLt: inputs will be cast.*",
     # the model summary cannot count FLOPs of a bf16 model on CPU; the count is ours (flops_per_token)
     r".*(FLOPs|flop counter|FlopCounterMode).*",
+    # LitData's StreamingDataset (data.format=shards) splits its blocks over workers and ranks itself
+    r".*`IterableDataset` has `__len__` defined.*",
 )
 #: Log lines of other libraries that are advertisements or say nothing (matched on the message).
 KNOWN_NOISE = ("litlogger", "was configured so 100% of the batches will be used", "anonymous setting")
@@ -83,6 +85,7 @@ def quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropNoise) for f in logger.filters):
             logger.addFilter(DropNoise())
+    logging.getLogger("litdata").setLevel(logging.WARNING)  # per-dataset cache and mmap notes at INFO
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, DropNoise) for f in handler.filters):
             handler.addFilter(DropNoise())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ from lightning_llm.data.sampling import (
     fixed_batches,
     train_loader,
 )
+from lightning_llm.data.shards import ShardStore, check_format
+from lightning_llm.data.text_files import count_documents, keep_text, split_pieces
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
@@ -88,6 +93,8 @@ class TextDataModule(pl.LightningDataModule):
         packing: str = "concat",
         max_documents: int | None = None,
         sources: dict[str, dict[str, Any]] | None = None,
+        format: str = "memory",
+        shard_dir: str | None = None,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
         decontaminate_paths: list[str] | None = None,
@@ -115,6 +122,12 @@ class TextDataModule(pl.LightningDataModule):
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = Path(cache_dir)
+        check_format(format, packing, windows, shard_dir)
+        self.shards = (
+            ShardStore(shard_dir, self.cache_dir, self.source_names, num_proc or os.cpu_count() or 1)
+            if format == "shards"
+            else None
+        )
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_path: Path | None = None
         self.tokenizer_trained: bool | None = None
@@ -122,7 +135,8 @@ class TextDataModule(pl.LightningDataModule):
         self._tokens: dict[str, torch.Tensor] = {}  # per split: every source's documents, joined by eos
         self._spans: dict[str, list[tuple[int, int]]] = {}  # per split: where each source lies in _tokens
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
-        self.train_texts: list[str] = []  # the training documents (for memorization tests)
+        self._prepared = False
+        self.train_texts: Sequence[str] = []  # the training documents (for memorization tests), read lazily
 
     @property
     def mixed(self) -> bool:
@@ -137,10 +151,12 @@ class TextDataModule(pl.LightningDataModule):
     def _load_texts(self, path: str, key: str, options: dict[str, Any] | None = None):
         settings = {"name": self.name, "split": self.split, "text_column": self.text_column}
         settings |= {"sample_by": self.sample_by, **(options or {})}
-        ds = load_rows(path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"])
+        in_pieces = self.shards is not None
+        ds = load_rows(path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"], in_pieces)
         column = settings["text_column"]
-        ds = select_columns(ds, {"text": column}, path, key_prefix=key.replace(".path", ".text_column"))
-        ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+        columns = {"text": column} | ({"ends_document": "ends_document"} if "ends_document" in ds.column_names else {})
+        ds = select_columns(ds, columns, path, key_prefix=key.replace(".path", ".text_column"))
+        ds = ds.filter(keep_text, batched=True)
         if len(ds) == 0:
             raise ConfigError(f"{key}={path!r} has no text in column {column!r}: the corpus is empty")
         return ds
@@ -162,11 +178,11 @@ class TextDataModule(pl.LightningDataModule):
     # -- Lightning hooks ---------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Load, split, train or reuse the tokenizer, tokenize and pack. Cached; safe to call twice."""
-        if self._tokens:
+        if self._prepared:
             return
         parts = {source.name: self._split(self._load_raw(source), source) for source in self.sources}
         train = datasets.concatenate_datasets([part[0] for part in parts.values()])
-        self.train_texts = list(train["text"])
+        self.train_texts = train["text"]
         if not self.mixed and "pipeline" in self.stats:
             self.stats["pipeline"] = self.stats["pipeline"][""]
 
@@ -175,42 +191,66 @@ class TextDataModule(pl.LightningDataModule):
         )
         self.objective.bind_tokenizer(self.tokenizer)
         tokenizer_key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
+        self.stats["format"] = "shards" if self.shards is not None else "memory"
+        if self.shards is not None:
+            cleaning = json.dumps([self.pipeline, self.pipeline_settings], sort_keys=True)
+            self.shards.build(parts, self.tokenizer, tokenizer_key, cleaning)
+            self.stats["shards"] = self.shards.location
         per_source: dict[str, dict[str, Any]] = {}
         for index, split in enumerate(("train", "val")):
             streams = []
             for name, part in parts.items():
-                streams.append(self._tokenize(part[index], tokenizer_key))
                 counts = per_source.setdefault(name, {"documents": {}, "characters": {}, "tokens": {}})
-                counts["documents"][split] = len(part[index])
+                counts["documents"][split] = count_documents(part[index])
                 counts["characters"][split] = int(sum(len(t) for t in part[index]["text"]))
+                if self.shards is not None:
+                    counts["tokens"][split] = self.shards.tokens[name, split]
+                    continue
+                streams.append(self._tokenize(part[index], tokenizer_key))
                 counts["tokens"][split] = len(streams[-1])
-            ends = np.cumsum([len(t) for t in streams]).tolist()
-            self._spans[split] = list(zip([0, *ends[:-1]], ends, strict=True))
-            self._tokens[split] = streams[0] if len(streams) == 1 else torch.cat(streams)
+            if streams:
+                ends = np.cumsum([len(t) for t in streams]).tolist()
+                self._spans[split] = list(zip([0, *ends[:-1]], ends, strict=True))
+                self._tokens[split] = streams[0] if len(streams) == 1 else torch.cat(streams)
         for key in ("documents", "characters", "tokens"):
             self.stats[key] = {split: sum(c[key][split] for c in per_source.values()) for split in ("train", "val")}
         if self.mixed:
             self.stats["sources"] = per_source
-        self.stats["blocks"] = {split: len(self._dataset(split)) for split in ("train", "val")}
+        self.stats["blocks"] = self._block_counts()
         self.stats["vocab_size"] = self.tokenizer.vocab_size
         self.stats["chars_per_token"] = round(
             self.stats["characters"]["train"] / max(1, self.stats["tokens"]["train"]), 3
         )
-        self._check_blocks()
+        self._check_blocks(per_source)
+        self._prepared = True
 
-    def _check_blocks(self) -> None:
+    def _block_counts(self) -> dict[str, int]:
+        """Training and validation examples (blocks, or rows of one document) per split."""
+        if self.shards is not None:
+            length, _ = self.objective.block_layout(self.block_size)
+            return {split: self.shards.blocks(split, length) for split in ("train", "val")}
+        return {split: len(self._dataset(split)) for split in ("train", "val")}
+
+    def _check_blocks(self, per_source: dict[str, dict[str, Any]]) -> None:
         """Every split of every source must hold at least one block."""
+        length, _ = self.objective.block_layout(self.block_size)
         for split in ("train", "val"):
-            counts = zip(self.sources, self._source_rows(split), self._spans[split], strict=True)
-            for source, rows, (start, end) in counts:
-                if len(rows) == 0:
+            if self.shards is not None:
+                counts = [counts["tokens"][split] // length for counts in per_source.values()]
+            else:
+                counts = [len(rows) for rows in self._source_rows(split)]
+            for source, blocks in zip(self.sources, counts, strict=True):
+                if blocks == 0:
+                    tokens = per_source[source.name]["tokens"][split]
                     raise ConfigError(
-                        f"data.block_size={self.block_size} is longer than the {end - start} tokens of the {split} "
-                        f"split of {source.path!r}: lower data.block_size or add text"
+                        f"data.block_size={self.block_size} is longer than the {tokens} tokens of the {split} split "
+                        f"of {source.path!r}: lower data.block_size or add text"
                     )
 
     def _split(self, ds, source: Source):
         """(train, val): a separate validation file, the contiguous tail, or held-out documents."""
+        if "ends_document" in ds.column_names:  # text read in pieces (shards): split without reordering them
+            return split_pieces(ds, self.holdout, self.val_fraction, self.split_seed, source.path)
         if self.val_path:
             return ds, self._load_texts(self.val_path, "data.val_path")
         if self.holdout == "tail":
@@ -258,7 +298,7 @@ class TextDataModule(pl.LightningDataModule):
             "data.block_size %d -> %d: the prefix (prompt tuning) takes %d positions", block, usable, block - usable
         )
         self.block_size = usable
-        self.stats["blocks"] = {split: len(self._dataset(split)) for split in self._tokens}
+        self.stats["blocks"] = self._block_counts()
 
     def _rows(self, tokens: torch.Tensor) -> PackedBlocks | DocumentRows:
         """Packed windows on the grid, or (data.packing=pad) one document per row."""
@@ -279,6 +319,11 @@ class TextDataModule(pl.LightningDataModule):
         """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per
         epoch as the grid has; a mixture draws each row's source by weight."""
         seed = torch.initial_seed() % 2**31
+        if self.shards is not None:
+            length, _ = self.objective.block_layout(self.block_size)
+            weights = [source.weight for source in self.sources]
+            collate = collate_with_sources(self.objective.collate) if self.mixed else self.objective.collate
+            return self.shards.train_loader(length, self.batch_size, collate, seed, weights)
         grid = len(self._dataset("train"))
         if self.mixed:
             length, _ = self.objective.block_layout(self.block_size)
@@ -299,7 +344,10 @@ class TextDataModule(pl.LightningDataModule):
         """Validation batches are collated once under a fixed seed, so random masks or spans are the same
         at every evaluation and val losses compare across steps and runs. A mixture validates each source on
         its own batches (they carry `source_ids`: `val/<source>/loss`), taken in turns so that a
-        `limit_val_batches` still sees every source."""
+        `limit_val_batches` still sees every source. Shards stream their validation blocks instead."""
+        if self.shards is not None:
+            length, _ = self.objective.block_layout(self.block_size)
+            return self.shards.val_loader(length, self.batch_size, self.objective.collate, self.split_seed)
         if self._val_batches is None:
             per_source = []
             for index, rows in enumerate(self._source_rows("val")):

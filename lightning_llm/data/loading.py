@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.data.text_files import text_pieces
 from lightning_llm.errors import ConfigError
 from lightning_llm.hub import hub_available
 
@@ -33,8 +34,11 @@ def check_data_path(path: str, key: str = "data.path") -> None:
         raise ConfigError(f"{key}={path!r} does not exist: give an existing file or folder, or a `datasets` name")
 
 
-def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document"):
-    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name.
+def load_rows(
+    path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document", in_pieces: bool = False
+):
+    """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name. With
+    `in_pieces`, text files are read a block at a time into rows of bounded size (`text_files.text_pieces`).
 
     Files are untrusted input: text that is not UTF-8 and JSON lines that do not parse are named (file, line,
     offset) in one line, and no progress bar is printed before such an error."""
@@ -67,6 +71,11 @@ def load_rows(path: str, name: str | None, split: str, cache_dir: Path, sample_b
                 f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
             )
         builder = builders.pop()
+        if builder == "text" and in_pieces:
+            stamps = [[os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]  # keys the cache by content
+            return datasets.Dataset.from_generator(
+                text_pieces, gen_kwargs={"files": files, "sample_by": sample_by, "stamps": stamps}, cache_dir=cache
+            )
         extra = {"sample_by": sample_by} if builder == "text" else {}
         return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
     except ConfigError:

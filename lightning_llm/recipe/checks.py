@@ -16,6 +16,7 @@ from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
 from lightning_llm.data.mixture import parse_sources
+from lightning_llm.data.shards import check_format
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
@@ -94,6 +95,7 @@ def check_packing(cfg: DictConfig) -> None:
             f"use one of {list(objective_cls.packings)}"
         )
     check_window_settings(cfg.data.get("windows", "grid"), packing)
+    check_format(cfg.data.get("format", "memory"), packing, cfg.data.get("windows", "grid"), cfg.data.get("shard_dir"))
     family = model_family(cfg)
     if packing == "doc_mask" and not family.model_class.document_masks:
         raise ConfigError(

@@ -81,10 +81,18 @@ def check_tokenizer_type(type: str) -> None:
         raise ConfigError(f"tokenizer.type={type!r} is unknown: use one of {list(TOKENIZER_TYPES)}")
 
 
+MAX_SENTENCE_CHARS = 16_384  # SentencePiece skips longer sentences (its limit is 64 KiB)
+
+
 def _sentences(texts: Iterable[str]) -> Iterator[str]:
-    """SentencePiece trains on lines (long ones are skipped), so feed each document line by line."""
+    """SentencePiece trains on lines, so feed each document line by line; a longer line (text with no newline)
+    goes in parts cut at spaces, so that no text is skipped."""
     for text in texts:
         for line in text.splitlines():
+            while len(line) > MAX_SENTENCE_CHARS:
+                cut = line.rfind(" ", 0, MAX_SENTENCE_CHARS) + 1 or MAX_SENTENCE_CHARS
+                yield line[:cut]
+                line = line[cut:]
             if line.strip():
                 yield line
 

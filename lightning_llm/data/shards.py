@@ -1,0 +1,277 @@
+"""Token shards (`data.format=shards`): a corpus tokenized once into LitData chunks, read back by streaming.
+
+`litdata.optimize` workers tokenize the text rows straight into chunk files (on disk, or object storage by URL),
+and training reads them through LitData's `StreamingDataset`: memory stays bounded however large the corpus,
+each DataLoader worker and DDP rank reads its own part, and the loader's position goes into checkpoints, so a
+resumed run continues on the next sample. Every shard folder carries a manifest of what wrote it (the data, its
+cleaning, the tokenizer); reading it with anything else is an error, never a silent reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_llm.errors import ConfigError
+from lightning_llm.log import get_logger
+
+log = get_logger(__name__)
+
+MANIFEST = "lightning_llm.json"
+REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "azure://", "hf://")
+ROWS_PER_INPUT = 2048  # text rows one optimize input tokenizes (a worker's unit of work)
+_ROWS_PER_CALL = 64  # rows per encode_batch call
+
+
+def is_remote(path: str) -> bool:
+    return str(path).startswith(REMOTE_PREFIXES)
+
+
+def check_format(format: str, packing: str, windows: str, shard_dir: str | None) -> None:
+    """`data.format` and what it can be combined with, named in one line before anything loads."""
+    if format not in ("memory", "shards"):
+        raise ConfigError(f"data.format={format!r} is unknown: use memory (the default) or shards")
+    if format == "memory":
+        if shard_dir:
+            raise ConfigError("data.shard_dir applies to data.format=shards: set data.format=shards or drop it")
+        return
+    if shard_dir and is_remote(shard_dir):
+        check_reachable(shard_dir, "data.shard_dir")
+    if packing == "pad":
+        raise ConfigError("data.packing=pad needs documents in memory: use concat or doc_mask with data.format=shards")
+    if windows == "random":
+        raise ConfigError("data.windows=random needs tokens in memory: use data.windows=grid with data.format=shards")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.int32 if vocab_size >= 2**15 else np.int16)
+
+
+def _row_ranges(ds) -> list[tuple[int, int]]:
+    """Row ranges of about ROWS_PER_INPUT rows that never split a document's pieces across two inputs."""
+    ends = np.asarray(ds["ends_document"]) if "ends_document" in ds.column_names else None
+    ranges, start = [], 0
+    while start < len(ds):
+        end = min(start + ROWS_PER_INPUT, len(ds))
+        while ends is not None and end < len(ds) and not ends[end - 1]:
+            end += 1
+        ranges.append((start, end))
+        start = end
+    return ranges
+
+
+class _TokenizeRows:
+    """What each optimize worker runs: tokenize rows [start, end) and yield one token array per row, with eos
+    after each row that ends its document."""
+
+    def __init__(self, ds, tokenizer, dtype: np.dtype) -> None:
+        self.ds, self.tokenizer, self.dtype = ds, tokenizer, dtype
+
+    def __call__(self, rows: tuple[int, int]) -> Iterator[torch.Tensor]:
+        eos = self.tokenizer.eos_id
+        for at in range(rows[0], rows[1], _ROWS_PER_CALL):
+            batch = self.ds[at : min(at + _ROWS_PER_CALL, rows[1])]
+            ends = batch.get("ends_document") or [True] * len(batch["text"])
+            for ids, last in zip(self.tokenizer.encode_batch(batch["text"]), ends, strict=True):
+                if ids or last:
+                    yield torch.from_numpy(np.asarray(ids + [eos] if last else ids, dtype=self.dtype))
+
+
+def check_reachable(url: str, key: str) -> None:
+    """Fail in one line, fast, on an object-store URL that cannot be reached (no network, no bucket, no access)."""
+    if not url.startswith("s3://"):
+        return
+    import boto3
+    from botocore.config import Config
+
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    config = Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 1})
+    try:
+        boto3.client("s3", config=config).head_bucket(Bucket=bucket)
+    except Exception as err:  # botocore raises many kinds: each means the same thing here
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{key}={url!r} is unreachable ({reason}): check the URL, network and credentials") from err
+
+
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """The manifest of a local shard folder, or None when there is none yet."""
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_manifest(folder: str, expected: dict[str, Any], key: str) -> bool:
+    """Whether `folder` already holds shards of exactly `expected` (data, cleaning, tokenizer); a folder written
+    by something else is an error naming what differs."""
+    found = read_manifest(folder)
+    if found is None:
+        return False
+    differs = [name for name in expected if found.get(name) != expected[name]]
+    if differs:
+        raise ConfigError(
+            f"{key}={folder!r} holds shards written with another {differs[0]} ({found.get(differs[0])!r}, this run "
+            f"has {expected[differs[0]]!r}): point {key} to a new folder or delete this one"
+        )
+    return True
+
+
+def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_workers: int) -> dict[str, Any]:
+    """Tokenize the rows of `ds` (a `text` column, optionally `ends_document`) into LitData token chunks in
+    `folder`; write the manifest last, so an interrupted write is redone, never half-reused."""
+    from litdata import TokensLoader, optimize
+
+    if not is_remote(folder) and Path(folder).exists():
+        shutil.rmtree(folder)  # no manifest: a write that did not finish
+    dtype = token_dtype(tokenizer.vocab_size)
+    optimize(
+        fn=_TokenizeRows(ds, tokenizer, dtype),
+        inputs=_row_ranges(ds),
+        output_dir=folder,
+        chunk_bytes="64MB",
+        item_loader=TokensLoader(),
+        num_workers=max(1, num_workers),
+        start_method="fork",
+        verbose=False,
+        reorder_files=False,
+    )
+    index = json.loads((Path(folder) / "index.json").read_text())
+    manifest = {**manifest, "tokens": int(sum(chunk["dim"] for chunk in index["chunks"])), "dtype": dtype.name}
+    if not is_remote(folder):
+        tmp = Path(folder) / f"{MANIFEST}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(Path(folder) / MANIFEST)
+    return manifest
+
+
+def streaming_dataset(folder: str, length: int, shuffle: bool, seed: int, transform: Callable | None = None):
+    """Blocks of `length` tokens from the shards in `folder` (each chunk is cut into whole blocks)."""
+    from litdata import StreamingDataset, TokensLoader
+
+    return StreamingDataset(
+        folder,
+        item_loader=TokensLoader(block_size=length),
+        shuffle=shuffle,
+        drop_last=True,
+        seed=seed,
+        transform=transform,
+    )
+
+
+def streaming_loader(dataset, batch_size: int, collate, num_workers: int):
+    """LitData's loader: it keeps its position (state_dict), which Lightning saves in checkpoints."""
+    from litdata import StreamingDataLoader
+
+    return StreamingDataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, drop_last=True
+    )
+
+
+class ContentSeeded:
+    """A collate whose random choices (masks, spans) depend only on the batch's tokens and a seed: validation
+    batches streamed from shards get the same masks at every evaluation without being held in memory."""
+
+    def __init__(self, collate: Callable, seed: int) -> None:
+        self.collate, self.seed = collate, seed
+
+    def __call__(self, rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        digest = zlib.crc32(rows[0].numpy().tobytes()) if rows else 0
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed * 1_000_003 + digest)
+            return self.collate(rows)
+
+
+class TagSource:
+    """A dataset transform that pairs each block with its source's index (for a mixture's collate)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, block: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return block, self.index
+
+
+class TakeTurns(torch.utils.data.IterableDataset):
+    """Batches from several loaders in turns (each batch from one source, tagged with `source_ids`), so that a
+    `limit_val_batches` still sees every source."""
+
+    def __init__(self, loaders: list) -> None:
+        self.loaders = loaders
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        active = [(index, iter(loader)) for index, loader in enumerate(self.loaders)]
+        while active:
+            for index, iterator in list(active):
+                batch = next(iterator, None)
+                if batch is None:
+                    active.remove((index, iterator))
+                    continue
+                batch["source_ids"] = torch.full((len(batch["input_ids"]),), index)
+                yield batch
+
+
+class ShardStore:
+    """The shard folders of a corpus (per source and split) and the loaders that stream them.
+
+    Folders live under `root`: `data.shard_dir` when given (a local folder or an object-store URL), else a
+    folder in the cache named by what the shards hold (the data and cleaning fingerprint and the tokenizer)."""
+
+    def __init__(self, root: str | None, cache_dir: Path, names: list[str], num_workers: int) -> None:
+        self.root, self.cache_dir, self.names, self.num_workers = root, Path(cache_dir), names, num_workers
+        self.key = "data.shard_dir" if root else "data.cache_dir"
+        self.folders: dict[tuple[str, str], str] = {}
+        self.tokens: dict[tuple[str, str], int] = {}
+        self.location: str | None = None  # the folder the shards are in, once built
+
+    def build(self, parts: dict[str, tuple[Any, Any]], tokenizer, tokenizer_key: str, pipeline: str) -> None:
+        """Write (or reuse, when their manifest matches) the shards of every source's train and val rows."""
+        fingerprints = json.dumps({n: [p[0]._fingerprint, p[1]._fingerprint] for n, p in parts.items()})
+        digest = hashlib.sha256(f"{fingerprints}-{tokenizer_key}".encode()).hexdigest()[:24]
+        root = self.location = self.root or str(self.cache_dir / "shards" / digest)
+        for name, splits in parts.items():
+            for split, ds in zip(("train", "val"), splits, strict=True):
+                folder = f"{root}/{name or 'corpus'}/{split}"
+                expected = {"data": ds._fingerprint, "tokenizer": tokenizer_key, "pipeline": pipeline}
+                manifest = read_manifest(folder) if check_manifest(folder, expected, self.key) else None
+                if manifest is None:
+                    log.info("tokenizing %s rows of %s into shards at %s", len(ds), split, folder)
+                    manifest = write_shards(ds, tokenizer, folder, expected, self.num_workers)
+                self.folders[name, split], self.tokens[name, split] = folder, manifest["tokens"]
+
+    def blocks(self, split: str, length: int) -> int:
+        return sum(self.tokens[name, split] // length for name in self.names)
+
+    def train_loader(self, length: int, batch_size: int, collate, seed: int, weights: list[float]):
+        """Shuffled blocks; a mixture draws each block's source by weight (LitData's CombinedStreamingDataset)."""
+        from litdata import CombinedStreamingDataset
+
+        if len(self.names) == 1:
+            dataset = streaming_dataset(self.folders[self.names[0], "train"], length, True, seed)
+            return streaming_loader(dataset, batch_size, collate, self.num_workers)
+        parts = [
+            streaming_dataset(self.folders[name, "train"], length, True, seed, TagSource(index))
+            for index, name in enumerate(self.names)
+        ]
+        mixed = CombinedStreamingDataset(parts, seed=seed, weights=weights, iterate_over_all=False)
+        return streaming_loader(mixed, batch_size, collate, self.num_workers)
+
+    def val_loader(self, length: int, batch_size: int, collate, seed: int):
+        """Validation blocks in order, collated with content-seeded randomness; a mixture's sources in turns."""
+        loaders = [
+            torch.utils.data.DataLoader(
+                streaming_dataset(self.folders[name, "val"], length, False, seed),
+                batch_size=batch_size,
+                collate_fn=ContentSeeded(collate, seed),
+            )
+            for name in self.names
+        ]
+        if len(loaders) == 1:
+            return loaders[0]
+        return torch.utils.data.DataLoader(TakeTurns(loaders), batch_size=None)
