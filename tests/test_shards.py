@@ -30,6 +30,45 @@ def test_a_file_without_newlines_is_read_in_bounded_pieces(tmp_path):
     assert [r["text"] for r in rows] == ["first\nstill first", "second", "third"]
 
 
+def test_one_long_line_trains_from_shards(make_cfg, tmp_path):
+    import random
+
+    words = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "that",
+        "for",
+        "with",
+        "as",
+        "on",
+        "by",
+        "it",
+        "be",
+        "this",
+        "are",
+        "from",
+    ]
+    rng = random.Random(0)
+    (tmp_path / "one_line.txt").write_text(" ".join(rng.choice(words) for _ in range(120_000)))  # ~0.5 MB
+    results = train(
+        make_cfg(
+            "data=text",
+            f"data.path={tmp_path / 'one_line.txt'}",
+            "data.format=shards",
+            "data.holdout=tail",
+            "tokenizer.vocab_size=300",
+            "trainer.max_steps=20",
+            "~callbacks.sample",
+        )
+    )
+    assert results["data"]["documents"] == {"train": 1, "val": 1}  # one document, its tail held out
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+
+
 def test_split_keeps_a_document_together_and_in_order():
     import datasets
 
@@ -41,7 +80,8 @@ def test_split_keeps_a_document_together_and_in_order():
         assert all(texts[i].endswith("piece0") for i in range(0, len(texts), 3)), "whole documents, in order"
     assert len(val) == 12 and len(train) == 48
     tail_train, tail_val = split_pieces(ds, "tail", 0.1, seed=0, path="x")
-    assert list(tail_train["text"]) + list(tail_val["text"]) == list(ds["text"])
+    assert "".join(tail_train["text"]) + "".join(tail_val["text"]) == "".join(ds["text"])
+    assert len("".join(tail_val["text"])) == pytest.approx(0.1 * len("".join(ds["text"])), abs=15)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,11 +51,7 @@ def split_pieces(ds, holdout: str, val_fraction: float, seed: int, path: str):
 
     ends = np.asarray(ds["ends_document"], dtype=bool)
     if holdout == "tail":
-        sizes = np.fromiter((len(text) for text in ds["text"]), dtype=np.int64, count=len(ds))
-        cut = int(np.searchsorted(np.cumsum(sizes), sizes.sum() * (1 - val_fraction)))
-        if not 0 < cut < len(ds):
-            raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
-        return ds.select(range(cut)), ds.select(range(cut, len(ds)))
+        return _split_tail(ds, val_fraction, path)
     documents = int(ends.sum())
     if documents < 2:
         raise ConfigError(
@@ -74,7 +71,40 @@ def keep_text(batch: dict[str, list]) -> list[bool]:
 
 
 def count_documents(ds) -> int:
-    """Documents in a dataset: its rows, or (text read in pieces) the rows that end a document."""
-    if "ends_document" not in ds.column_names:
+    """Documents in a dataset: its rows, or (text read in pieces) the rows that end a document, plus the one its
+    last row leaves unfinished (a split through a document)."""
+    if "ends_document" not in ds.column_names or len(ds) == 0:
         return len(ds)
-    return sum(sum(batch) for batch in ds.select_columns(["ends_document"]).iter(batch_size=65_536))
+    ends = ds.select_columns(["ends_document"])
+    return sum(sum(batch["ends_document"]) for batch in ends.iter(batch_size=65_536)) + (not ends[-1]["ends_document"])
+
+
+def _split_tail(ds, val_fraction: float, path: str):
+    """The last `val_fraction` of the characters as validation: whole rows, and the row the cut falls in split
+    at the line break (else the space) before it."""
+    import datasets
+    import numpy as np
+
+    from lightning_llm.errors import ConfigError
+
+    sizes = np.fromiter((len(text) for text in ds["text"]), dtype=np.int64, count=len(ds))
+    target = int(sizes.sum() * (1 - val_fraction))
+    row = int(np.searchsorted(np.cumsum(sizes), target, side="right"))
+    if row >= len(ds):
+        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
+    text, end = ds[row]["text"], bool(ds[row]["ends_document"])
+    offset = target - int(sizes[:row].sum())
+    cut = max(text.rfind("\n", 0, offset), text.rfind(" ", 0, offset)) + 1 or offset
+    head = datasets.Dataset.from_list([{"text": text[:cut], "ends_document": False}], features=ds.features)
+    tail = datasets.Dataset.from_list([{"text": text[cut:], "ends_document": end}], features=ds.features)
+
+    def rows(first: int, stop: int) -> list:
+        return [ds.select(range(first, stop))] if first < stop else []
+
+    train = datasets.concatenate_datasets([*rows(0, row), *([head] if text[:cut].strip() else [])] or [head])
+    val = datasets.concatenate_datasets([tail, *rows(row + 1, len(ds))])
+    if not "".join(train["text"][-1:]).strip() or not text[cut:].strip():
+        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
+    for name, part in (("train", train), ("val", val)):  # fixed fingerprints: the shard cache finds them again
+        part._fingerprint = hashlib.sha256(f"{ds._fingerprint}-tail-{val_fraction}-{name}".encode()).hexdigest()[:16]
+    return train, val
