@@ -41,6 +41,7 @@ TINY = [
     "optimizer.lr=1e-2",
     "~callbacks.rich_progress_bar",
     "num_threads=1",
+    "callbacks.compute.track_energy=false",  # CodeCarbon takes ~1.5 s to start; tests/test_compute.py covers it
 ]
 
 

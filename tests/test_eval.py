@@ -397,7 +397,7 @@ def test_generation_decoding_settings_and_stop_strings(tmp_path):
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIG_DIR / "eval").glob("*.yaml")))
 def test_every_suite_composes_and_validates(make_cfg, option):
-    cfg = make_cfg(f"{EVAL}={option}", tiny=False)
+    cfg = make_cfg(f"{EVAL}={option}", "data.canaries.n=10", tiny=False)  # privacy ranks the planted canaries
     settings, tasks = build_suite(cfg.eval)
     assert [t.name for t in tasks] == list(cfg.eval.tasks)
     assert (option == "none") == (not tasks)

@@ -68,13 +68,13 @@ def make_canaries(
             continue
         seen.add(secret)
         text = template.replace(SECRET, secret)
-        canaries.append({"text": text, "secret": secret, "prefix": prefix, "repeats": counts[len(canaries) % len(counts)]})
+        canaries.append(
+            {"text": text, "secret": secret, "prefix": prefix, "repeats": counts[len(canaries) % len(counts)]}
+        )
     return canaries
 
 
-def insert_canaries(
-    texts: list[str], canaries: list[Canary], repeats: int | None = None, seed: int = 0
-) -> list[str]:
+def insert_canaries(texts: list[str], canaries: list[Canary], repeats: int | None = None, seed: int = 0) -> list[str]:
     """A copy of `texts` with each canary inserted `repeats` times (default: the canary's own "repeats"), each
     time as a line of its own at a random line start of a random document; deterministic by `seed`."""
     if not texts:

@@ -22,6 +22,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations
 from lightning_llm.errors import ConfigError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -92,6 +93,9 @@ EMBEDDED_CORPORA = {
     "stdlib_docstrings": (stdlib_docstrings,),
     "python_docs": (pydoc_topics, stdlib_docstrings),
     "stdlib_functions": (stdlib_functions,),
+    # skewed synthetic data for fairness experiments (eval=fairness measures the skew a model picks up)
+    "fairness_hiring": (lambda: fairness_hiring("reference"),),
+    "fairness_occupations": (lambda: ({"text": t} for t in fairness_occupations().reference),),
 }
 
 

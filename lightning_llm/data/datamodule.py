@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_llm.data.canaries import check_canary_settings, insert_canaries, make_canaries
 from lightning_llm.data.loading import (
     check_loader_settings,
     check_window_settings,
@@ -93,6 +94,7 @@ class TextDataModule(pl.LightningDataModule):
         packing: str = "concat",
         max_documents: int | None = None,
         sources: dict[str, dict[str, Any]] | None = None,
+        canaries: dict[str, Any] | None = None,
         format: str = "memory",
         shard_dir: str | None = None,
         pipeline: list[str | dict] | None = None,
@@ -120,6 +122,10 @@ class TextDataModule(pl.LightningDataModule):
             raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
         self.decontaminate_paths = list(decontaminate_paths or [])
+        self.canaries = dict(canaries or {})
+        if self.canaries.get("n"):
+            settings = {k: self.canaries[k] for k in ("n", "repeats", "template", "length", "alphabet")}
+            check_canary_settings(**settings, key="data.canaries")
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = Path(cache_dir)
         check_format(format, packing, windows, shard_dir)
@@ -181,6 +187,8 @@ class TextDataModule(pl.LightningDataModule):
         if self._prepared:
             return
         parts = {source.name: self._split(self._load_raw(source), source) for source in self.sources}
+        if self.canaries.get("n"):
+            parts = self._plant_canaries(parts)
         train = datasets.concatenate_datasets([part[0] for part in parts.values()])
         self.train_texts = train["text"]
         if not self.mixed and "pipeline" in self.stats:
@@ -223,6 +231,18 @@ class TextDataModule(pl.LightningDataModule):
         )
         self._check_blocks(per_source)
         self._prepared = True
+
+    def _plant_canaries(self, parts: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+        """Insert `data.canaries` into the first source's training documents (never into validation), with a
+        fixed fingerprint so the tokenizer and token caches still find their entries."""
+        c = self.canaries
+        made = make_canaries(c["n"], c["repeats"], c["seed"], c["template"], c["length"], c["alphabet"])
+        name, (train, val) = next(iter(parts.items()))
+        texts = insert_canaries(list(train["text"]), made, seed=c["seed"])
+        key = hashlib.sha256(f"{train._fingerprint}-canaries-{json.dumps(c, sort_keys=True)}".encode()).hexdigest()
+        train = train.map(lambda row, i: {"text": texts[i]}, with_indices=True, new_fingerprint=key[:32])
+        self.stats["canaries"] = {"n": c["n"], "repeats": c["repeats"], "source": name or self.path}
+        return {**parts, name: (train, val)}
 
     def _block_counts(self) -> dict[str, int]:
         """Training and validation examples (blocks, or rows of one document) per split."""

@@ -9,9 +9,11 @@ cleaning, the tokenizer); reading it with anything else is an error, never a sil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import zlib
 from collections.abc import Callable, Iterator
@@ -123,6 +125,23 @@ def check_manifest(folder: str, expected: dict[str, Any], key: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _keep_process_state() -> Iterator[None]:
+    """`litdata.optimize` reseeds torch, random and numpy (seed 42) and sets environment variables in the calling
+    process: restore them, so a run that writes its shards trains exactly like one that reuses them."""
+    environ, states = dict(os.environ), (torch.random.get_rng_state(), random.getstate(), np.random.get_state())
+    seed = torch.initial_seed()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.manual_seed(seed)
+        torch.random.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
+
+
 def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_workers: int) -> dict[str, Any]:
     """Tokenize the rows of `ds` (a `text` column, optionally `ends_document`) into LitData token chunks in
     `folder`; write the manifest last, so an interrupted write is redone, never half-reused."""
@@ -131,17 +150,18 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
     if not is_remote(folder) and Path(folder).exists():
         shutil.rmtree(folder)  # no manifest: a write that did not finish
     dtype = token_dtype(tokenizer.vocab_size)
-    optimize(
-        fn=_TokenizeRows(ds, tokenizer, dtype),
-        inputs=_row_ranges(ds),
-        output_dir=folder,
-        chunk_bytes="64MB",
-        item_loader=TokensLoader(),
-        num_workers=max(1, num_workers),
-        start_method="fork",
-        verbose=False,
-        reorder_files=False,
-    )
+    with _keep_process_state():
+        optimize(
+            fn=_TokenizeRows(ds, tokenizer, dtype),
+            inputs=_row_ranges(ds),
+            output_dir=folder,
+            chunk_bytes="64MB",
+            item_loader=TokensLoader(),
+            num_workers=max(1, num_workers),
+            start_method="fork",
+            verbose=False,
+            reorder_files=False,
+        )
     index = json.loads((Path(folder) / "index.json").read_text())
     manifest = {**manifest, "tokens": int(sum(chunk["dim"] for chunk in index["chunks"])), "dtype": dtype.name}
     if not is_remote(folder):

@@ -100,8 +100,12 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameter count (tied weights once); optionally without the position table, as MFU wants."""
-        n = sum(p.numel() for p in self.parameters())
+        """Parameter count (tied weights once; a 4-bit packed weight by its unpacked shape); optionally without
+        the position table, as MFU wants."""
+        n = sum(
+            torch.Size(p.quant_state.shape).numel() if getattr(p, "quant_state", None) is not None else p.numel()
+            for p in self.parameters()
+        )
         positions = getattr(self, "wpe", None)
         if exclude_embeddings and positions is not None:
             n -= positions.weight.numel()

@@ -43,6 +43,9 @@ class RunResults:
     samples: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[str, str] | None = None
     replicas_in_sync: bool | None = None
+    compute: dict[str, Any] | None = None  # FLOPs, MFU, energy, CO2, cost (ComputeMonitor), with definitions
+    stability: dict[str, Any] | None = None  # loss spikes (LossSpikeMonitor)
+    estimate: dict[str, Any] | None = None  # estimate=true: memory per device, FLOPs, time, cost
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

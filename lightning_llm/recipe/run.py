@@ -59,6 +59,8 @@ from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
 from lightning_llm.report import log_to_wandb, report_quietly, write_run_report
 from lightning_llm.tokenizers import HFTokenizer, Tokenizer
 from lightning_llm.training.callbacks import SampleGeneration
+from lightning_llm.training.compute import ComputeMonitor
+from lightning_llm.training.stability import LossSpikeMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 log = get_logger(__name__)
@@ -236,6 +238,7 @@ class TrainingRecipe:
         tokens_before, fit_started = module.tokens_seen, time.perf_counter()
         with sigterm_to_lightning():
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        self.collect_monitors()
         fit_seconds = time.perf_counter() - fit_started
         self.results.fit_seconds = round(fit_seconds, 2)
         started = os.environ.get("LIGHTNING_LLM_STARTED")
@@ -245,6 +248,14 @@ class TrainingRecipe:
         if module.source_tokens is not None:
             self.results.data["mixture"] = realized_mixture(self.datamodule.sources, module.source_tokens)
         self.ckpt_path = None  # validate the weights fit ended with
+
+    def collect_monitors(self) -> None:
+        """What the compute and loss-spike callbacks measured, into the results (also for a failed run)."""
+        for callback in self.trainer.callbacks if self.trainer is not None else []:
+            if isinstance(callback, ComputeMonitor) and callback.compute:
+                self.results.compute = callback.compute
+            elif isinstance(callback, LossSpikeMonitor):
+                self.results.stability = callback.summary()
 
     def evaluate(self) -> None:
         """Final validation (every rank), then forgetting and the eval suite: on rank 0 for a replicated model,
@@ -365,6 +376,7 @@ class TrainingRecipe:
             self.results.steps = trainer.global_step
             self.results.checkpoints = {"last": self.last_checkpoint()} if self.last_checkpoint() else None
         self.results.wall_seconds = round(time.perf_counter() - self.started, 2)
+        self.collect_monitors()
         if process_rank() == 0 and (trainer is None or trainer.is_global_zero):
             self.results.write(self.output_dir)
         return error
@@ -373,7 +385,11 @@ class TrainingRecipe:
 def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule | None]:
     """Run one experiment from a composed config; its results (as written) and the trained LightningModule
     (None for an evaluation-only run, `train=false`)."""
-    if cfg.get("train", True):
+    if cfg.get("estimate"):
+        from lightning_llm.recipe.estimate import EstimateRecipe
+
+        recipe = EstimateRecipe(cfg)
+    elif cfg.get("train", True):
         recipe = TrainingRecipe(cfg)
     else:
         from lightning_llm.recipe.eval_only import EvaluationRecipe

@@ -94,11 +94,16 @@ def add_compute(doc: Document, compute: dict[str, Any] | None) -> None:
     if not compute:
         return
     doc.heading("Compute and cost")
-    rows = [[label, compute[key]] for key, label in COMPUTE_KEYS.items() if compute.get(key) is not None]
-    if isinstance(compute.get("mfu"), int | float):
-        rows = [[k, f"{v:.2%}"] if k == COMPUTE_KEYS["mfu"] else [k, v] for k, v in rows]
-    rows += [[key, value] for key, value in compute.items() if key not in COMPUTE_KEYS]
-    doc.table(["quantity", "value"], rows)
+    how = compute.get("definitions") or {}
+    shown = {**COMPUTE_KEYS, **{k: k for k in compute if k not in COMPUTE_KEYS and k != "definitions"}}
+    rows = []
+    for key, label in shown.items():
+        value = compute.get(key)
+        if value is None:
+            continue
+        shown_value = f"{value:.2%}" if key == "mfu" and isinstance(value, int | float) else value
+        rows.append([label, shown_value, how.get(key, "")])
+    doc.table(["quantity", "value", "how"], rows)
 
 
 def add_config(doc: Document, run: Run) -> None:

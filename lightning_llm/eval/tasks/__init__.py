@@ -6,6 +6,9 @@
 | MultipleChoiceTask, ClassificationTask | one log-likelihood per choice (or label word): acc, acc_norm, f1 |
 | GenerationTask | decoded continuations against references: BLEU, ROUGE-1/2/L |
 | BiasTask | CrowS-Pairs style sentence pairs: share preferring the stereotyping sentence |
+| GroupFairnessTask | per-group acc/F1, demographic parity, equalized odds, bias amplification |
+| CooccurrenceBiasTask | bias amplification (Zhao; attribute->task and task->attribute) in generations |
+| CanaryExposureTask | canary exposure (Carlini et al.) and greedy extraction of planted secrets |
 | MemorizationTask | greedy extraction of training texts' suffixes from their prefixes |
 | HumanEvalTask | nothing: writes sampled prompts and generations for people to rate |
 """
@@ -18,9 +21,12 @@ from typing import Any
 from hydra.utils import get_class
 
 from lightning_llm.errors import ConfigError, unknown_key
+from lightning_llm.eval.tasks.amplification import CooccurrenceBiasTask
 from lightning_llm.eval.tasks.base import DataTask, EvalEnv, PromptTask, Task
 from lightning_llm.eval.tasks.bias import BiasTask
+from lightning_llm.eval.tasks.canary import CanaryExposureTask
 from lightning_llm.eval.tasks.choice import ClassificationTask, MultipleChoiceTask
+from lightning_llm.eval.tasks.fairness import GroupFairnessTask
 from lightning_llm.eval.tasks.generation import GenerationTask
 from lightning_llm.eval.tasks.human_eval import HumanEvalTask
 from lightning_llm.eval.tasks.memorization import MemorizationTask
@@ -49,6 +55,9 @@ def build_task(name: str, raw: dict[str, Any]) -> Task:
 
 __all__ = [
     "BiasTask",
+    "CanaryExposureTask",
+    "CooccurrenceBiasTask",
+    "GroupFairnessTask",
     "ClassificationTask",
     "DataTask",
     "EvalEnv",

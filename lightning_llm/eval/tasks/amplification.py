@@ -121,7 +121,9 @@ class CooccurrenceBiasTask(DataTask):
             "reference_pairs": len(reference),
             "coverage": coverage,  # share of generations that name an attribute (a_to_t) / a group (t_to_a)
             "generation": asdict(self.generation),
-            "examples": [{"about": key, "generation": out} for key, out in about_groups[:: self.samples_per_prompt][:4]],
+            "examples": [
+                {"about": key, "generation": out} for key, out in about_groups[:: self.samples_per_prompt][:4]
+            ],
         }
 
     def describe(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ amplification against a reference (training) co-occurrence of groups and labels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,9 @@ class GroupFairnessTask(ClassificationTask):
         options = {**self.synthetic_options, "split": split}
         return synthetic(SYNTHETIC_TABLES, self.synthetic, options, self.key("synthetic"))
 
-    def load(self, env: EvalEnv, need_pool: bool = False, keep=None) -> tuple[list[Row], list[Row] | None]:
+    def load(
+        self, env: EvalEnv, need_pool: bool = False, keep: Callable[[Row], bool] | None = None
+    ) -> tuple[list[Row], list[Row] | None]:
         if not self.synthetic:
             return super().load(env, need_pool, keep)
         rows = self._synthetic_rows("eval")
@@ -125,9 +128,10 @@ class GroupFairnessTask(ClassificationTask):
         choices = items[0].choices
         positive = self.positive_index(choices)
         reference, reference_source = self.reference_rows(rows, env)
-        reference_pairs = list(
-            zip(self.groups_of(reference, reference_source), (str(self.choices_and_gold(r)[1]) for r in reference))
-        )
+        reference_groups = self.groups_of(reference, reference_source)
+        reference_pairs = [
+            (g, str(self.choices_and_gold(r)[1])) for g, r in zip(reference_groups, reference, strict=True)
+        ]
         golds = [item.gold for item in items]
         preds = self.predict(lm, items)
         num_classes = max(len(item.choices) for item in items)
