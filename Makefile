@@ -30,7 +30,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -n 2 -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" $(ARGS)
 
 test-full: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(ARGS)

@@ -1,6 +1,7 @@
 """Data-preparation pipeline throughput: MB/s per step, and near-dedup time against corpus size.
 
     python -m bench.pipeline [--quick] [--slow] [--num-proc N] [--datasketch]
+    python -m bench.pipeline --engines [--quick] [--slow]   # local vs Ray Data, 1 and 2 workers
 
 Per step: each step alone, then all five, over >= 50 MB of generated English-like text (5 MB with --quick) with
 e-mail addresses and phone numbers, junk, exact and near duplicates, as an in-memory `datasets.Dataset` (nothing
@@ -169,9 +170,55 @@ def measure_datasketch(n: int = 20_000) -> list[dict]:
     return [ours, _row(f"datasketch MinHash+LSH, {n:,} short docs", texts, seconds, removed)]
 
 
-def table(rows: list[dict]) -> str:
+ENGINES = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
+
+
+def _engine_run(engine: str, workers: int, jobs: list[tuple[str, Dataset, list[str], list[str]]]) -> dict:
+    """{(job, step): (documents in, seconds)} for each job's steps on one engine; Ray starts once, untimed."""
+    from lightning_llm.data.pipeline.ray_engine import start_ray
+
+    started = engine == "ray" and start_ray(workers)
+    results = {}
+    try:
+        for job, dataset, steps, eval_texts in jobs:
+            _, report = apply_pipeline(
+                dataset, steps, num_proc=workers, decontaminate_against=eval_texts, engine=engine
+            )
+            for e in report:
+                results[job, e["name"]] = (e["documents_in"], e["seconds"], e["documents_removed"])
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return results
+
+
+def measure_engines(texts: list[str], sizes: list[int]) -> list[dict]:
+    """Documents/s of each step (the whole pipeline in order over `texts`, then dedup_near alone over short
+    documents of each size) on the local engine and on Ray Data, with 1 and 2 workers each."""
+    eval_texts = [" ".join(t.split()[:40]) for t in texts[::50]]
+    jobs = [("corpus", Dataset.from_dict({"text": texts}), [*STEPS, "decontaminate"], eval_texts)]
+    jobs += [(f"{n:,} short docs", Dataset.from_dict({"text": short_documents(n)}), ["dedup_near"], []) for n in sizes]
+    measured = {}
+    for engine, workers in ENGINES:
+        print(f"[bench] engine {engine}, {workers} worker(s)", flush=True)
+        measured[engine, workers] = _engine_run(engine, workers, jobs)
+    rows = []
+    for key, (documents, _, removed) in measured["local", 1].items():
+        row = {"step": f"{key[1]} ({key[0]})", "documents": documents, "removed": removed}
+        for engine, workers in ENGINES:
+            seconds = measured[engine, workers][key][1]
+            row[f"{engine} {workers}"] = round(documents / seconds) if seconds else None
+            assert measured[engine, workers][key][2] == removed, f"{engine} removed a different count at {key}"
+        row["ray 2 / local 2"] = round(row["ray 2"] / row["local 2"], 2) if row["local 2"] else None
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A markdown table (readable as plain text too)."""
-    columns = ["step", "documents", "MB", "seconds", "MB/s", "docs/s", "removed"]
+    columns = columns or ["step", "documents", "MB", "seconds", "MB/s", "docs/s", "removed"]
     cells = [[str(row[c]) if row[c] is not None else "" for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |"]
@@ -201,13 +248,31 @@ def main(quick: bool, slow: bool = False, num_proc: int | None = None, datasketc
     return rows
 
 
+def main_engines(quick: bool, slow: bool) -> list[dict]:
+    """Local vs Ray Data, 1 and 2 workers: print the documents/s table, return its rows."""
+    datasets.disable_progress_bars()
+    megabytes = 2 if quick else 20
+    sizes = [20_000] if quick else [100_000] + ([1_000_000] if slow else [])
+    print(f"[bench] engines over {megabytes} MB of generated text and {sizes} short documents", flush=True)
+    rows = measure_engines(corpus(megabytes), sizes)
+    columns = ["step", "documents", "removed", *(f"{e} {w}" for e, w in ENGINES), "ray 2 / local 2"]
+    print("documents/s per step (Ray's start-up not counted; the same documents removed on every engine)")
+    print(table(rows, columns))
+    print(f"load average (1/5/15 min): {load_average()}")
+    return rows
+
+
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="5 MB and 2k/20k short documents: a smoke check")
     p.add_argument("--slow", action="store_true", help="also near-dedup 1M short documents")
     p.add_argument("--num-proc", type=int, default=None, help="datasets.map workers (default: in-process)")
     p.add_argument("--datasketch", action="store_true", help="also time datasketch on 20k short documents")
+    p.add_argument("--engines", action="store_true", help="local vs Ray Data, 1 and 2 workers (documents/s)")
     args = p.parse_args(argv)
+    if args.engines:
+        main_engines(args.quick, args.slow)
+        return 0
     main(args.quick, slow=args.slow, num_proc=args.num_proc, datasketch=args.datasketch)
     return 0
 

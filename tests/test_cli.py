@@ -21,6 +21,7 @@ QUICK = [
 ]
 
 
+@pytest.mark.slow  # multirun itself: test_experiments.py::test_grid_multirun_with_summary
 def test_multirun_over_seeds(tmp_path, cache_dir):
     result = run_cli("-m", "seed=1,2", *QUICK, f"paths.cache_dir={cache_dir}", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -46,6 +46,7 @@ CASES = {
         ["data.sources.topics.path='./nope.jsonl' does not exist"],
     ),
     "mixture-unknown-key": (["data=mixture", "+data.sources.topics.colour=red"], ["data.sources.topics.colour is not"]),
+    "pipeline-engine": (["data.pipeline_engine=spark"], ["data.pipeline_engine='spark' is unknown", "local, ray"]),
     "doc-mask-on-t5": (["model=t5", "objective=span", "data.packing=doc_mask"], ["data.packing='doc_mask'", "concat"]),
 }
 

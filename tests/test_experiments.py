@@ -109,10 +109,10 @@ def test_provenance_and_rerun(tmp_path, cache_dir):
     assert len(prov["git"]["commit"] or "x" * 40) == 40 and prov["packages"]["torch"].startswith("2.")
     assert prov["hardware"]["cpus_available"] >= 1
     assert (run / ".hydra" / "config.yaml").exists() and (run / ".hydra" / "overrides.yaml").exists()
-    rerun = tmp_path / "rerun"
-    command = prov["rerun"].split()[2:] + [f"hydra.run.dir={rerun}"]
-    again = run_cli(*command, cwd=tmp_path)
+    again = run_cli(*prov["rerun"].split()[2:], cwd=tmp_path)  # the documented command, as printed
     assert again.returncode == 0, again.stderr[-3000:]
+    (rerun,) = [p.parent for p in (tmp_path / "logs" / "runs").glob("*/results.json")]  # under logs/, as documented
+    assert not (tmp_path / "outputs").exists()
     original, repeated = (yaml.safe_load((d / ".hydra" / "config.yaml").read_text()) for d in (run, rerun))
     assert repeated == original
     assert json.loads((rerun / "results.json").read_text())["metrics"]["train/loss"] == pytest.approx(

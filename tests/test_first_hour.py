@@ -127,15 +127,6 @@ def test_redirected_output_is_plain_progress_without_duplicates_or_colour(tmp_pa
 
 
 @pytest.mark.integration
-def test_the_documented_rerun_writes_under_logs(tmp_path, cache_dir):
-    first = run_cli(*QUICK, "trainer.max_steps=2", f"paths.cache_dir={cache_dir}", "hydra.run.dir=run", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    rerun = json.loads((tmp_path / "run" / "provenance.json").read_text())["rerun"].split()[2:]
-    again = run_cli(*rerun, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert list((tmp_path / "logs" / "runs").glob("*/results.json")) and not (tmp_path / "outputs").exists()
-
-
 def test_help_is_instant_and_describes_the_arguments():
     code = (
         "import sys, io, contextlib\n"

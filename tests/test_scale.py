@@ -66,6 +66,7 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path, cache_dir
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # about 20 s: FSDP and LoRA each have their own fast tests
 def test_fsdp_lora_fine_tune(tmp_path, cache_dir, base_checkpoints):
     results = _run(
         tmp_path,

@@ -27,7 +27,7 @@ from lightning_llm.data.loading import (
     split_train_val,
 )
 from lightning_llm.data.mixture import MixedRows, MixtureSampler, Source, collate_with_sources, parse_sources
-from lightning_llm.data.pipeline import apply_pipeline
+from lightning_llm.data.pipeline import apply_pipeline, check_engine
 from lightning_llm.data.sampling import (
     DocumentRows,
     PackedBlocks,
@@ -99,6 +99,7 @@ class TextDataModule(pl.LightningDataModule):
         shard_dir: str | None = None,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
+        pipeline_engine: str = "local",
         decontaminate_paths: list[str] | None = None,
         num_workers: int = 0,
         num_proc: int | None = None,
@@ -121,6 +122,8 @@ class TextDataModule(pl.LightningDataModule):
         if self.mixed and val_path:
             raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
+        check_engine(pipeline_engine)
+        self.pipeline_engine = pipeline_engine
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.canaries = dict(canaries or {})
         if self.canaries.get("n"):
@@ -174,7 +177,12 @@ class TextDataModule(pl.LightningDataModule):
         if self.pipeline:
             eval_texts = [t for path in self.decontaminate_paths for t in read_texts(path)]
             ds, report = apply_pipeline(
-                ds, self.pipeline, self.pipeline_settings, num_proc=self.num_proc, decontaminate_against=eval_texts
+                ds,
+                self.pipeline,
+                self.pipeline_settings,
+                num_proc=self.num_proc,
+                decontaminate_against=eval_texts,
+                engine=self.pipeline_engine,
             )
             self.stats.setdefault("pipeline", {})[source.name] = report
             if len(ds) == 0:

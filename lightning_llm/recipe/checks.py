@@ -16,6 +16,7 @@ from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
 from lightning_llm.data.mixture import parse_sources
+from lightning_llm.data.pipeline import check_engine
 from lightning_llm.data.shards import check_format
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
@@ -49,6 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     warn_about_devices(cfg)
     check_pretrained(cfg)
     check_data_sources(cfg.data)
+    check_engine(cfg.data.get("pipeline_engine", "local"))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")

@@ -13,7 +13,7 @@ each rule removed, PII replaced per kind, duplicates, ...) and seconds. For a `D
 
 from lightning_llm.data.pipeline.dedup import find_near_duplicates, lsh_params
 from lightning_llm.data.pipeline.quality import gopher_reason, gopher_reasons
-from lightning_llm.data.pipeline.runner import apply_pipeline
+from lightning_llm.data.pipeline.runner import ENGINES, apply_pipeline, check_engine
 from lightning_llm.data.pipeline.steps import DEFAULT_SETTINGS, resolve_steps
 from lightning_llm.data.pipeline.text import normalize_text, redact_pii
 
@@ -21,8 +21,10 @@ STEPS = tuple(DEFAULT_SETTINGS)
 
 __all__ = [
     "DEFAULT_SETTINGS",
+    "ENGINES",
     "STEPS",
     "apply_pipeline",
+    "check_engine",
     "find_near_duplicates",
     "gopher_reason",
     "gopher_reasons",
