@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,7 @@ class TextDataModule(pl.LightningDataModule):
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
         self._prepared = False
         self.train_texts: Sequence[str] = []  # the training documents (for memorization tests), read lazily
+        self.wrap_train_loader: Callable[[DataLoader], DataLoader] | None = None
 
     @property
     def mixed(self) -> bool:
@@ -343,7 +344,23 @@ class TextDataModule(pl.LightningDataModule):
         parts = self._source_rows(split)
         return MixedRows(parts) if self.mixed else parts[0]
 
+    @property
+    def train_rows(self) -> int:
+        """How many rows the training split has (what one epoch draws)."""
+        return len(self._dataset("train"))
+
+    def first_train_rows(self, rows: int) -> dict[str, torch.Tensor]:
+        """The first `rows` training rows, collated as a training batch (for checks before training)."""
+        dataset = self._dataset("train")
+        return self.objective.collate([dataset[i] for i in range(min(rows, len(dataset)))])
+
     def train_dataloader(self) -> DataLoader:
+        """The training batches; `wrap_train_loader` (set by the recipe, e.g. Poisson batches for DP-SGD) may
+        replace how they are drawn."""
+        loader = self._train_loader()
+        return self.wrap_train_loader(loader) if self.wrap_train_loader is not None else loader
+
+    def _train_loader(self) -> DataLoader:
         """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per
         epoch as the grid has; a mixture draws each row's source by weight."""
         seed = torch.initial_seed() % 2**31

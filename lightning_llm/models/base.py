@@ -72,9 +72,9 @@ class LanguageModel(nn.Module):
     ) -> torch.Tensor:
         """Absolute positions of the `steps` positions after `past` cached ones: `position_ids` (of the tokens:
         left-padded rows, documents packed in a row) are shifted past any prefix, which takes positions
-        0..n_prefix-1."""
+        0..n_prefix-1. One row per batch row (per-sample gradients, as DP-SGD takes them, need the batch axis)."""
         if position_ids is None:
-            return torch.arange(past, past + steps, device=device)[None]
+            return torch.arange(past, past + steps, device=device)[None].expand(batch, -1)
         positions = position_ids.to(device) + self.prefix_length
         if n_prefix:
             prefix = torch.arange(n_prefix, device=device)[None].expand(batch, -1)

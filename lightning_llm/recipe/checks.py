@@ -51,6 +51,7 @@ def check_config(cfg: DictConfig) -> None:
     check_pretrained(cfg)
     check_data_sources(cfg.data)
     check_engine(cfg.data.get("pipeline_engine", "local"))
+    check_privacy(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
@@ -71,6 +72,37 @@ def check_objective(cfg: DictConfig) -> None:
         f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
         f"use objective={' or objective='.join(fitting) or '(none yet)'}"
     )
+
+
+def check_privacy(cfg: DictConfig) -> None:
+    """privacy=dp: its settings, Opacus installed, and a run DP-SGD can take (one device, no accumulation, a
+    fine-tuning method with ordinary trainable weights, one in-memory corpus on fixed windows)."""
+    privacy = cfg.get("privacy") or {}
+    if "_target_" not in privacy:
+        return
+    settings = OmegaConf.to_container(privacy, resolve=True)
+    hydra.utils.get_class(settings.pop("_target_"))(**settings)  # the settings' own one-line errors
+    if importlib.util.find_spec("opacus") is None:
+        raise ConfigError("privacy=dp needs Opacus: pip install opacus (or use privacy=none)")
+    finetune = _choice(cfg, "finetune")
+    refusals = {
+        f"finetune={finetune} (4-bit base weights)": finetune.lower() == "qlora",
+        f"trainer.strategy={strategy_name(cfg)}": strategy_name(cfg) not in ("auto", "single_device"),
+        f"trainer.devices={cfg.trainer.get('devices')}": cfg.trainer.get("devices", 1) not in (1, "1"),
+        f"trainer.accumulate_grad_batches={cfg.trainer.get('accumulate_grad_batches')}": (
+            cfg.trainer.get("accumulate_grad_batches", 1) != 1
+        ),
+        "data.sources (a mixture)": bool(cfg.data.get("sources")),
+        "data.format=shards": cfg.data.get("format", "memory") == "shards",
+        "data.windows=random": cfg.data.get("windows", "grid") == "random",
+        f"finetune.dropout={cfg.finetune.get('dropout')} (set it to 0)": bool(cfg.finetune.get("dropout")),
+    }
+    for what, refused in refusals.items():
+        if refused:
+            raise ConfigError(
+                f"privacy=dp cannot run with {what}: DP-SGD here takes Poisson batches of one in-memory corpus on "
+                "one device, each batch one step; change that setting or use privacy=none"
+            )
 
 
 def check_data_sources(data: DictConfig) -> None:

@@ -45,6 +45,7 @@ class RunResults:
     replicas_in_sync: bool | None = None
     compute: dict[str, Any] | None = None  # FLOPs, MFU, energy, CO2, cost (ComputeMonitor), with definitions
     stability: dict[str, Any] | None = None  # loss spikes (LossSpikeMonitor)
+    privacy: dict[str, Any] | None = None  # DP-SGD: epsilon spent, delta, noise, clipping, sampling (privacy=dp)
     estimate: dict[str, Any] | None = None  # estimate=true: memory per device, FLOPs, time, cost
     error: str | None = None
 

@@ -39,6 +39,7 @@ from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.log import get_logger, process_rank, quiet_known_noise
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
+from lightning_llm.privacy import DifferentialPrivacy
 from lightning_llm.recipe.checks import adopt_architecture, check_config
 from lightning_llm.recipe.context import (
     Terminated,
@@ -100,6 +101,7 @@ class TrainingRecipe:
         self.module: pl.LightningModule | None = None
         self.trainer: pl.Trainer | None = None
         self.probe: ForgettingProbe | None = None
+        self.privacy: DifferentialPrivacy | None = None
 
     # -- stages ------------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -201,13 +203,30 @@ class TrainingRecipe:
         source = Path(self.pretrained.source).expanduser()
         return str(source.resolve()) if source.exists() else self.pretrained.source
 
+    def setup_privacy(self) -> None:
+        """DP-SGD (privacy=dp): the noise planned for the training rows and steps (an unreachable target epsilon
+        fails here, before training), the model hooked for per-sample gradients and checked on two rows, and
+        Poisson-sampled batches from the datamodule."""
+        if "_target_" not in (self.cfg.get("privacy") or {}):
+            return
+        self.privacy = instantiate(self.cfg.privacy)
+        datamodule = self.datamodule
+        self.privacy.plan(datamodule.train_rows, datamodule.batch_size, int(self.cfg.trainer.max_steps))
+        probe = datamodule.first_train_rows(2)
+        self.privacy.attach(self.model, lambda model: self.objective.forward(model, probe).loss, len(probe["labels"]))
+        datamodule.wrap_train_loader = self.privacy.wrap_loader
+
     def setup_trainer(self) -> None:
         """The LightningModule and the Trainer (strategy, precision, callbacks, loggers)."""
         cfg = self.cfg
         # objects go to the module's constructor directly: Hydra would try to merge them into the config
         make_module = instantiate(cfg.module, _partial_=True)
         self.module = make_module(
-            model=self.model, objective=self.objective, finetune=self.finetune, base_checkpoint=self.base_checkpoint()
+            model=self.model,
+            objective=self.objective,
+            finetune=self.finetune,
+            base_checkpoint=self.base_checkpoint(),
+            privacy=self.privacy,
         )
         callbacks = instantiate_all(cfg.get("callbacks"))
         terminal = sys.stdout.isatty()
@@ -299,6 +318,7 @@ class TrainingRecipe:
         best = [cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor and cb.best_model_path]
         found = {"best": best[0] if best else None, "last": self.last_checkpoint()}
         results.checkpoints = {k: v for k, v in found.items() if v} or None
+        results.privacy = self.privacy.summary() if self.privacy is not None else None
         if trainer.is_global_zero:
             results.write(self.output_dir)
             log_to_wandb(results.to_dict())
@@ -311,6 +331,7 @@ class TrainingRecipe:
             self.setup_data,
             self.setup_model,
             self.setup_finetune,
+            self.setup_privacy,
             self.setup_trainer,
             self.fit,
             self.evaluate,

@@ -18,12 +18,12 @@ from lightning_llm.log import get_logger
 log = get_logger(__name__)
 
 
-def _batch_size(batch: dict[str, torch.Tensor]) -> int:
-    return batch["input_ids"].size(0)
+def _batch_size(batch: dict[str, torch.Tensor] | None) -> int:
+    return 0 if batch is None else batch["input_ids"].size(0)  # None: an empty DP-SGD (Poisson) batch
 
 
-def _batch_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return batch["input_ids"].numel()
+def _batch_tokens(batch: dict[str, torch.Tensor] | None) -> int:
+    return 0 if batch is None else batch["input_ids"].numel()
 
 
 class TokenThroughputMonitor(ThroughputMonitor):

@@ -51,6 +51,7 @@ class LanguageModelModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         finetune: FinetuneMethod | None = None,
         base_checkpoint: str | None = None,
+        privacy: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -66,6 +67,8 @@ class LanguageModelModule(pl.LightningModule):
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
         self.first_step_at: float | None = None  # wall-clock time the first training batch started
         self.source_tokens: torch.Tensor | None = None  # tokens this rank read per source of a data mixture
+        # DP-SGD (privacy=dp, lightning_llm.privacy): wraps the optimizer, counts the epsilon spent
+        self.privacy = privacy
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -117,7 +120,9 @@ class LanguageModelModule(pl.LightningModule):
         if self.first_step_at is None:
             self.first_step_at = time.time()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # an empty Poisson batch under DP-SGD: the optimizer takes a noise-only step
+            return None
         out = self.objective.forward(self.model, batch)
         if not torch.isfinite(out.loss):
             raise self.diverged(f"train/loss is {out.loss.item()}")
@@ -146,7 +151,7 @@ class LanguageModelModule(pl.LightningModule):
         """One pass over the gradients: their norm (logged as train/grad_norm; a non-finite one stops the run
         before the optimizer step) and, with trainer.gradient_clip_val, clipping by it."""
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not params:
+        if not params or self.privacy is not None:  # DP-SGD clips each row's gradient itself (and logs no norm)
             return
         if gradient_clip_algorithm not in (None, "norm"):  # clipping by value: Lightning's own, then the norm
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -167,8 +172,14 @@ class LanguageModelModule(pl.LightningModule):
             name = self.trainer.datamodule.source_names[int(batch["source_ids"][0])]
             self.log(f"val/{name}/loss", out.loss, batch_size=out.labels.size(0), sync_dist=True)
 
+    def on_validation_epoch_end(self) -> None:
+        if self.privacy is not None:  # the privacy budget spent so far, next to the validation loss
+            self.log("privacy/epsilon", self.privacy.epsilon(), batch_size=1)
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(parameter_groups(self.model))
+        if self.privacy is not None:
+            optimizer = self.privacy.wrap_optimizer(optimizer)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
@@ -197,6 +208,8 @@ class LanguageModelModule(pl.LightningModule):
         checkpoint["model_family"] = self.model.family
         checkpoint["model_config"] = self.model.config.to_dict()
         checkpoint["tokens_seen"] = self.tokens_seen
+        if self.privacy is not None:
+            checkpoint["privacy"] = self.privacy.state_dict()
         if self.source_tokens is not None:
             checkpoint["source_tokens"] = self.source_tokens.tolist()
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -205,6 +218,8 @@ class LanguageModelModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        if self.privacy is not None and "privacy" in checkpoint:
+            self.privacy.load_state_dict(checkpoint["privacy"])
         if "source_tokens" in checkpoint:
             self.source_tokens = torch.tensor(checkpoint["source_tokens"])
         rng = checkpoint.get("rng_state", {})
