@@ -423,3 +423,28 @@ def test_config_mistakes_fail_fast_in_one_line(tmp_path):
     out = evaluate({**suite(tmp_path, arc=bad_column), "on_error": "fail"}, model, TOKENIZER, tmp_path, seed=0)
     assert out["tasks"]["arc"]["status"] == "error" and "lacks column 'choices'" in out["tasks"]["arc"]["reason"]
     assert out["summary"]["status"]["error"] == ["arc"] and out["summary"]["average"] is None
+
+
+@pytest.mark.parametrize("pool_is_eval_set", [False, True])
+def test_harness_sampler_draws_the_shots_lm_eval_draws(pool_is_eval_set):
+    """fewshot_sampler=harness: the same shots, item after item, as lm-evaluation-harness's default sampler
+    (bench/lm_eval_parity.py then finds the same acc and acc_norm item for item)."""
+    from lm_eval.api.samplers import ContextSampler
+
+    from lightning_llm.eval.prompts import HarnessFewShotSampler
+
+    pool = [{"question": f"q{i}", "answer": i % 4} for i in range(25)]
+    ours = HarnessFewShotSampler(pool, seed=1234, pool_is_eval_set=pool_is_eval_set)
+    theirs = ContextSampler(list(pool), rnd=1234)
+    for index, row in enumerate(pool[:12]):
+        expected = theirs.sample(5, eval_doc=row) if pool_is_eval_set else theirs.sample(5)
+        assert ours.sample(row, index, 5) == expected
+        assert not pool_is_eval_set or row not in expected
+
+
+def test_fewshot_sampler_is_checked(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"q": 1}\n')
+    with pytest.raises(ConfigError, match="fewshot_sampler='lm_eval' is unknown"):
+        build_task("arc", {"_target_": "lightning_llm.eval.tasks.MultipleChoiceTask", "context": "x",
+                           "choices": "['a']", "gold": "0", "path": str(tmp_path / "x.jsonl"),
+                           "fewshot_sampler": "lm_eval"})  # fmt: skip

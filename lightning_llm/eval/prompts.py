@@ -102,6 +102,27 @@ class FewShotSampler:
         return shots
 
 
+class HarnessFewShotSampler:
+    """lm-evaluation-harness's default few-shot sampler, for scores that match its item for item: one
+    `random.Random(seed)` (the harness's fewshot_random_seed is 1234) draws each item's shots in evaluation
+    order; when the pool is the evaluated set itself it draws k + 1 and drops the item."""
+
+    def __init__(self, pool: list[dict[str, Any]], seed: int, pool_is_eval_set: bool) -> None:
+        self.pool, self.rng, self.pool_is_eval_set = pool, random.Random(seed), pool_is_eval_set
+
+    def sample(self, row: dict[str, Any], index: int, k: int) -> list[dict[str, Any]]:
+        if k == 0:
+            return []
+        if k > len(self.pool) - self.pool_is_eval_set:
+            raise ConfigError(f"num_fewshot={k} but only {len(self.pool)} few-shot examples are available")
+        if not self.pool_is_eval_set:
+            return self.rng.sample(self.pool, k)
+        shots = [shot for shot in self.rng.sample(self.pool, k + 1) if shot != row][:k]
+        if len(shots) < k:  # the pool holds copies of the item: draw again without them, as the harness does
+            shots = self.rng.sample([shot for shot in self.pool if shot != row], k)
+        return shots
+
+
 def fewshot_prompt(description: str, shots: list[str], context: str, fewshot_delimiter: str) -> str:
     """description + each shot followed by the delimiter + the item's context."""
     return description + "".join(shot + fewshot_delimiter for shot in shots) + context

@@ -11,7 +11,7 @@ from lightning_llm.data.corpus import is_embedded
 from lightning_llm.data.loading import load_rows, looks_local, split_train_val
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval.metrics import METRIC_DEFINITIONS
-from lightning_llm.eval.prompts import PROCESS_DOCS, FewShotSampler, fewshot_prompt, render
+from lightning_llm.eval.prompts import PROCESS_DOCS, FewShotSampler, HarnessFewShotSampler, fewshot_prompt, render
 from lightning_llm.models.scoring import EvalLM
 
 Row = dict[str, Any]
@@ -177,20 +177,32 @@ class PromptTask(DataTask):
     fewshot_delimiter: str = "\n\n"
     num_fewshot: int = 0
     fewshot_match: str | None = None  # shots only from rows with the same value in this column
+    # per_item: each item's shots from its own seeded draw (independent of the other items); harness: drawn as
+    # lm-evaluation-harness draws them (one generator, in item order), for scores that match it item for item
+    fewshot_sampler: str = "per_item"
 
     def check(self) -> None:
         super().check()
         if self.num_fewshot < 0:
             raise ConfigError(f"{self.key('num_fewshot')}={self.num_fewshot} must be 0 or more")
+        if self.fewshot_sampler not in ("per_item", "harness"):
+            raise ConfigError(f"{self.key('fewshot_sampler')}={self.fewshot_sampler!r} is unknown: per_item or harness")
+        if self.fewshot_sampler == "harness" and self.fewshot_match:
+            raise ConfigError(f"{self.key('fewshot_match')} needs fewshot_sampler=per_item (the harness has no match)")
 
-    def sampler(self, pool: list[Row] | None, env: EvalEnv) -> FewShotSampler | None:
-        return FewShotSampler(pool, env.seed, self.fewshot_match) if pool is not None else None
+    def sampler(self, pool: list[Row] | None, env: EvalEnv) -> FewShotSampler | HarnessFewShotSampler | None:
+        if pool is None:
+            return None
+        if self.fewshot_sampler == "harness":
+            separate = self.fewshot_path or self.holdout_fraction or (self.fewshot_split and not self.path)
+            return HarnessFewShotSampler(pool, env.seed, pool_is_eval_set=not separate)
+        return FewShotSampler(pool, env.seed, self.fewshot_match)
 
     def solved(self, row: Row) -> str:
         """A row as a few-shot example: its context, the target delimiter and its answer."""
         raise NotImplementedError
 
-    def prefix(self, row: Row, index: int, sampler: FewShotSampler | None) -> str:
+    def prefix(self, row: Row, index: int, sampler: FewShotSampler | HarnessFewShotSampler | None) -> str:
         """The description and the few-shot examples that precede an item's context."""
         shots = sampler.sample(row, index, self.num_fewshot) if sampler else []
         solved = [self.solved(s) for s in shots]
