@@ -448,3 +448,55 @@ def test_fewshot_sampler_is_checked(tmp_path):
         build_task("arc", {"_target_": "lightning_llm.eval.tasks.MultipleChoiceTask", "context": "x",
                            "choices": "['a']", "gold": "0", "path": str(tmp_path / "x.jsonl"),
                            "fewshot_sampler": "lm_eval"})  # fmt: skip
+
+
+HARNESS_TASK = """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {items}
+    train: {pool}
+test_split: test
+fewshot_split: train
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def test_harness_task_on_our_model_scores_as_our_multiple_choice(tmp_path):
+    """eval=harness: lm-evaluation-harness runs its own task on our in-memory model; with the harness's few-shot
+    draws our MultipleChoiceTask gives the same acc and acc_norm on the same items."""
+    import random
+
+    rng = random.Random(0)
+    words = ["list", "dict", "tuple", "set", "str", "int", "float", "bytes"]
+
+    def rows(n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            choices = rng.sample(words, 4)
+            out.append({"question": f"Which type is {rng.choice(choices)}?", "answerKey": rng.choice("ABCD"),
+                        "choices": {"text": choices, "label": list("ABCD")}})  # fmt: skip
+        return out
+
+    items, pool = write_jsonl(tmp_path / "items.jsonl", rows(16)), write_jsonl(tmp_path / "pool.jsonl", rows(8))
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "tiny_mc.yaml").write_text(HARNESS_TASK.format(items=items, pool=pool))
+    torch.manual_seed(0)
+    lm = eval_lm(GPT(**TINY).eval(), TOKENIZER, batch_size=8)
+    harness = build_task("h", {"_target_": TASKS + "HarnessTask", "tasks": ["tiny_mc"], "num_fewshot": 2,
+                               "include_path": str(tmp_path / "harness"), "primary_metric": "acc_norm"})  # fmt: skip
+    ours = build_task("o", {"_target_": TASKS + "MultipleChoiceTask", "path": str(items), "fewshot_path": str(pool),
+                            "context": "Question: {{ question }}\nAnswer:", "choices": "choices.text",
+                            "gold": "choices.label.index(answerKey)", "num_fewshot": 2,
+                            "fewshot_sampler": "harness"})  # fmt: skip
+    with torch.inference_mode():
+        theirs, mine = harness.run(lm, env(tmp_path)), ours.run(lm, env(tmp_path))
+    assert theirs["n_samples"] == 16 == mine["n_samples"]
+    assert theirs["metrics"]["acc"] == pytest.approx(mine["metrics"]["acc"])
+    assert theirs["metrics"]["acc_norm"] == pytest.approx(mine["metrics"]["acc_norm"])

@@ -11,6 +11,7 @@
 | CanaryExposureTask | canary exposure (Carlini et al.) and greedy extraction of planted secrets |
 | MemorizationTask | greedy extraction of training texts' suffixes from their prefixes |
 | HumanEvalTask | nothing: writes sampled prompts and generations for people to rate |
+| HarnessTask | any lm-evaluation-harness task, run by the harness on our in-memory model |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lightning_llm.eval.tasks.canary import CanaryExposureTask
 from lightning_llm.eval.tasks.choice import ClassificationTask, MultipleChoiceTask
 from lightning_llm.eval.tasks.fairness import GroupFairnessTask
 from lightning_llm.eval.tasks.generation import GenerationTask
+from lightning_llm.eval.tasks.harness import HarnessTask
 from lightning_llm.eval.tasks.human_eval import HumanEvalTask
 from lightning_llm.eval.tasks.memorization import MemorizationTask
 from lightning_llm.eval.tasks.perplexity import PerplexityTask
@@ -62,6 +64,7 @@ __all__ = [
     "DataTask",
     "EvalEnv",
     "GenerationTask",
+    "HarnessTask",
     "HumanEvalTask",
     "MemorizationTask",
     "MultipleChoiceTask",
