@@ -78,9 +78,11 @@ def run(path: Path, fmt: str, workdir: Path, paragraphs: bool) -> tuple[float, f
         f"hydra.run.dir={workdir / 'runs' / f'{path.stem}-{fmt}'}",
     ]
     started = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    stderr = process.stderr.read() if process.stderr else ""
+    log = workdir / f"{path.stem}-{fmt}.stderr"
+    with log.open("w") as err:  # a file, not a pipe: a pipe nobody reads until the end fills up and blocks the run
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+    stderr = log.read_text(errors="replace")
     seconds = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
     note = "ok" if code == 0 else f"exit {code}: {(stderr.strip().splitlines() or [''])[-1][:80]}"
