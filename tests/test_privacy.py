@@ -117,7 +117,7 @@ def test_fine_tuning_dp_cannot_take_is_refused_before_anything_loads(make_cfg, b
     assert f"privacy=dp cannot run with {needle}" in str(err.value)
 
 
-@pytest.mark.parametrize("method", ["lora", "adapter"])
+@pytest.mark.parametrize("method", ["lora", pytest.param("adapter", marks=pytest.mark.slow)])
 def test_dp_fine_tunes_only_the_method_s_weights(make_cfg, base_checkpoints, method):
     no_dropout = ["finetune.dropout=0"] if method == "lora" else []
     cfg = make_cfg(
