@@ -468,6 +468,7 @@ metric_list:
 """
 
 
+@pytest.mark.slow  # about 20 s (the harness itself); its sampler is checked above in make test
 def test_harness_task_on_our_model_scores_as_our_multiple_choice(tmp_path):
     """eval=harness: lm-evaluation-harness runs its own task on our in-memory model; with the harness's few-shot
     draws our MultipleChoiceTask gives the same acc and acc_norm on the same items."""

@@ -55,6 +55,7 @@ def test_grid_multirun_with_summary(tmp_path, cache_dir):
     assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 4, "one output folder per job, no extras"
 
 
+@pytest.mark.slow  # about 11 s; the grid sweep above runs in make test
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     result = run_cli(
         "-m", *QUICK, *_cached(cache_dir), "model.n_embd=64,63", "debug=fdr", "hydra.sweep.dir=sweep", cwd=tmp_path
@@ -70,6 +71,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     assert "1 failed" in result.stdout
 
 
+@pytest.mark.slow  # about 22 s: two Optuna sweeps in subprocesses
 def test_optuna_sweep_persists_and_continues(tmp_path, cache_dir):
     args = [
         "hparams_search=optuna",

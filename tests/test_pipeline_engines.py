@@ -40,6 +40,7 @@ def test_ray_keeps_the_same_documents_with_the_same_report():
     assert ray_report[ALL_STEPS.index("dedup_near")]["details"]["candidate_pairs"] > removed["dedup_near"] > 20
 
 
+@pytest.mark.slow  # the engines' agreement above runs in make test
 def test_datamodule_cleans_on_ray(tmp_path):
     texts = mixed_corpus(seed=4, n=120)
     (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
