@@ -127,6 +127,7 @@ def _losses(run) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
+@pytest.mark.slow  # about 35 s; in-process resume is exact in tests/test_train.py and tests/test_shards.py
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     args = [
         *QUICK,

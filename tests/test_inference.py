@@ -272,7 +272,7 @@ def test_eval_can_score_a_quantized_copy(make_cfg, base_checkpoints, tmp_path):
     assert abs(int8["tasks"]["ppl"]["metrics"]["bits_per_byte"] - full) < 0.05 * full
 
 
-@pytest.mark.parametrize("method", ["adapter", "prompt"])
+@pytest.mark.parametrize("method", ["adapter", pytest.param("prompt", marks=pytest.mark.slow)])
 def test_adapter_and_prompt_checkpoints_generate(method, tmp_path, cache_dir, base_checkpoints):
     """Methods that cannot fold into plain weights are rebuilt as such for generation (and refused by export)."""
     from lightning_llm.recipe import train

@@ -188,6 +188,7 @@ def test_each_rank_reads_its_own_blocks(tmp_path):
     assert len(seen[0]) + len(seen[1]) >= 400 * 100 // 50 - 2  # drop_last may leave out a block per rank
 
 
+@pytest.mark.slow  # about 10 s; mixtures and shards each have fast tests
 def test_a_mixture_streams_from_shards(make_cfg):
     results = train(make_cfg("data=mixture", "data.format=shards", "~callbacks.sample", "trainer.max_steps=30"))
     mixture = results["data"]["mixture"]

@@ -244,7 +244,15 @@ def test_stale_temporary_files_are_cleaned_and_a_full_disk_is_one_line(tmp_path,
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["binary", "latin-1", "bad-jsonl", "truncated-ckpt"])
+@pytest.mark.parametrize(
+    "kind",  # each case is a process start: two run in make test, all four in test-full
+    [
+        "binary",
+        pytest.param("latin-1", marks=pytest.mark.slow),
+        pytest.param("bad-jsonl", marks=pytest.mark.slow),
+        "truncated-ckpt",
+    ],
+)
 def test_bad_input_is_the_first_and_only_line_on_stderr(tmp_path, cache_dir, kind):
     files = {
         "binary": ("corpus.txt", os.urandom(3000) + b"\x00\xff"),
