@@ -70,7 +70,10 @@ def test_bad_config_fails_fast(tmp_path, case):
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "needles"),
-    [(["model=gtp"], ["model=gtp", "gpt2-small"]), (["data.block_size=4096"], ["data.block_size=4096"])],
+    [
+        (["model=gtp"], ["model=gtp", "gpt2-small"]),
+        pytest.param(["data.block_size=4096"], ["data.block_size=4096"], marks=pytest.mark.slow),  # in-process above
+    ],
     ids=["unknown-option", "config-check"],
 )
 def test_cli_prints_one_line_and_exits_2(tmp_path, args, needles):

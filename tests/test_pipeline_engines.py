@@ -26,6 +26,18 @@ def local_ray():
     ray.shutdown()
 
 
+def test_ray_exact_dedup_keeps_the_same_documents(tmp_path):
+    """The quick check (make test): a batch map, a filter and one distributed group-by."""
+    texts = mixed_corpus(seed=5, n=300)
+    dataset = Dataset.from_dict({"text": texts})
+    steps = ["normalize", "quality", "dedup_exact"]
+    local, local_report = apply_pipeline(dataset, steps)
+    on_ray, ray_report = apply_pipeline(dataset, steps, engine="ray")
+    assert on_ray["text"] == local["text"] and without_seconds(ray_report) == without_seconds(local_report)
+    assert ray_report[2]["documents_removed"] > 0
+
+
+@pytest.mark.slow  # about 50 s: three group-bys at ~5 s of Ray's shuffle start-up each, on 2 cores
 def test_ray_keeps_the_same_documents_with_the_same_report():
     texts = mixed_corpus(seed=3, n=500) + planted_near_duplicates(seed=1, n_base=80)
     dataset = Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})
