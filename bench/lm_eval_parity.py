@@ -25,6 +25,8 @@ from pathlib import Path
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from lightning_llm.eval.tasks.harness import write_choice_task  # noqa: E402
+
 FACTS = {
     "returns the number of items in a container": "len",
     "prints its arguments to standard output": "print",
@@ -47,22 +49,6 @@ FACTS = {
     "reads a line from input": "input",
     "returns the names in a scope": "dir",
 }
-TASK_YAML = """task: parity_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {items}
-    train: {pool}
-test_split: test
-fewshot_split: train
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 def items(n: int, seed: int) -> list[dict]:
@@ -160,8 +146,7 @@ def main(run: str | None, n_items: int, steps: int) -> list[dict]:
         items_path = write_jsonl(items(n_items, seed=1), folder / "items.jsonl")
         pool_path = write_jsonl(items(20, seed=2), folder / "pool.jsonl")
         task_dir = folder / "tasks"
-        task_dir.mkdir()
-        (task_dir / "parity_mc.yaml").write_text(TASK_YAML.format(items=items_path, pool=pool_path))
+        write_choice_task(task_dir, "parity_mc", items_path, pool_path)
         for shots in (0, 5):
             theirs, ours = harness_scores(hf, task_dir, shots), our_scores(hf, items_path, pool_path, shots)
             row = {"shots": shots, "items": len(ours)}

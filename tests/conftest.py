@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -106,3 +107,18 @@ def base_checkpoints(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) 
         train(compose_config(overrides, run, cache_dir))
         out[family] = run / "checkpoints" / "last.ckpt"
     return out
+
+
+def straight_and_resumed_losses(args: list[str], tmp_path: Path, cache_dir: Path) -> tuple[dict, dict]:
+    """Train losses per step (as logged strings) of a 30-step run and of one stopped at 20 and resumed to 30."""
+    from lightning_llm.recipe import train
+
+    train(compose_config([*args, "trainer.max_steps=30"], tmp_path / "straight", cache_dir))
+    train(compose_config([*args, "trainer.max_steps=20"], tmp_path / "resumed", cache_dir))
+    train(compose_config([*args, "trainer.max_steps=30", "resume=auto"], tmp_path / "resumed", cache_dir))
+
+    def losses(run: Path) -> dict[int, str]:
+        rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+        return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
+
+    return losses(tmp_path / "straight"), losses(tmp_path / "resumed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -216,9 +215,8 @@ def test_random_windows_start_anywhere_and_replay_on_resume():
 
 
 def test_random_windows_resume_exactly(tmp_path, cache_dir):
-    from lightning_llm.recipe import train
 
-    from .conftest import TINY, compose_config
+    from .conftest import TINY, straight_and_resumed_losses
 
     args = [
         *TINY,
@@ -231,13 +229,5 @@ def test_random_windows_resume_exactly(tmp_path, cache_dir):
         "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=1",
     ]
-    train(compose_config([*args, "trainer.max_steps=30"], tmp_path / "straight", cache_dir))
-    train(compose_config([*args, "trainer.max_steps=20"], tmp_path / "resumed", cache_dir))
-    train(compose_config([*args, "trainer.max_steps=30", "resume=auto"], tmp_path / "resumed", cache_dir))
-
-    def losses(run):
-        rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
-        return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
-
-    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    straight, resumed = straight_and_resumed_losses(args, tmp_path, cache_dir)
     assert [resumed[s] for s in range(20, 30)] == [straight[s] for s in range(20, 30)]

@@ -450,24 +450,6 @@ def test_fewshot_sampler_is_checked(tmp_path):
                            "fewshot_sampler": "lm_eval"})  # fmt: skip
 
 
-HARNESS_TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {items}
-    train: {pool}
-test_split: test
-fewshot_split: train
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-
 @pytest.mark.slow  # about 20 s (the harness itself); its sampler is checked above in make test
 def test_harness_task_on_our_model_scores_as_our_multiple_choice(tmp_path):
     """eval=harness: lm-evaluation-harness runs its own task on our in-memory model; with the harness's few-shot
@@ -486,8 +468,9 @@ def test_harness_task_on_our_model_scores_as_our_multiple_choice(tmp_path):
         return out
 
     items, pool = write_jsonl(tmp_path / "items.jsonl", rows(16)), write_jsonl(tmp_path / "pool.jsonl", rows(8))
-    (tmp_path / "harness").mkdir()
-    (tmp_path / "harness" / "tiny_mc.yaml").write_text(HARNESS_TASK.format(items=items, pool=pool))
+    from lightning_llm.eval.tasks.harness import write_choice_task
+
+    write_choice_task(tmp_path / "harness", "tiny_mc", items, pool)
     torch.manual_seed(0)
     lm = eval_lm(GPT(**TINY).eval(), TOKENIZER, batch_size=8)
     harness = build_task("h", {"_target_": TASKS + "HarnessTask", "tasks": ["tiny_mc"], "num_fewshot": 2,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -14,7 +13,7 @@ from lightning_llm.errors import ConfigError
 from lightning_llm.recipe import train
 from lightning_llm.recipe.checks import check_config
 
-from .conftest import TINY, compose_config
+from .conftest import TINY, compose_config, straight_and_resumed_losses
 
 SHARDS = [*TINY, "data.format=shards", "~callbacks.sample", "~callbacks.compute", "~callbacks.loss_spike"]
 
@@ -116,11 +115,6 @@ def test_a_shard_folder_of_another_tokenizer_is_refused(make_cfg, tmp_path):
         train(other)
 
 
-def _losses(run) -> dict[int, str]:
-    rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
-    return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
-
-
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_mid_epoch_continues_on_the_same_next_sample(tmp_path, cache_dir, workers):
     args = [
@@ -133,10 +127,7 @@ def test_resume_mid_epoch_continues_on_the_same_next_sample(tmp_path, cache_dir,
         "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=1",
     ]
-    train(compose_config([*args, "trainer.max_steps=30"], tmp_path / "straight", cache_dir))
-    train(compose_config([*args, "trainer.max_steps=20"], tmp_path / "resumed", cache_dir))
-    train(compose_config([*args, "trainer.max_steps=30", "resume=auto"], tmp_path / "resumed", cache_dir))
-    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    straight, resumed = straight_and_resumed_losses(args, tmp_path, cache_dir)
     assert [resumed[s] for s in range(30)] == [straight[s] for s in range(30)]
 
 

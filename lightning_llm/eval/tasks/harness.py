@@ -10,11 +10,38 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval.tasks.base import EvalEnv, Task
 from lightning_llm.models.scoring import EvalLM, GenerationSettings
+
+CHOICE_TASK = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {items}
+    train: {pool}
+test_split: test
+fewshot_split: train
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def write_choice_task(folder: Path, name: str, items: Path, pool: Path) -> Path:
+    """An lm-eval task YAML for local ARC-style JSON lines (question, choices {text, label}, answerKey) with
+    conf/eval/tasks/arc_easy.yaml's prompt, so the harness and our MultipleChoiceTask score the same items."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(CHOICE_TASK.format(name=name, items=items, pool=pool), encoding="utf-8")
+    return path
 
 
 def harness_model(lm: EvalLM, seed: int) -> Any:
