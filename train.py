@@ -13,7 +13,7 @@ import sys  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lightning_llm.cli.handler import fail, run_command  # noqa: E402
+from lightning_llm.cli.handler import exit_now, fail, run_command  # noqa: E402
 from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error  # noqa: E402
 from lightning_llm.errors import user_error_in  # noqa: E402
 from lightning_llm.recipe.ddp import ddp_child_argv  # noqa: E402
@@ -66,4 +66,4 @@ def cli() -> None:
 if __name__ == "__main__":
     sys.argv = config_path_from_cwd(ddp_child_argv(sys.argv, dict(os.environ)))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing and exiting 1
-    sys.exit(run_command(cli))
+    exit_now(run_command(cli))

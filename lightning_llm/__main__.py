@@ -1,7 +1,6 @@
 """`python -m lightning_llm <verb>`: see lightning_llm.cli.main."""
 
-import sys
-
+from lightning_llm.cli.handler import exit_now
 from lightning_llm.cli.main import main
 
-sys.exit(main())
+exit_now(main())

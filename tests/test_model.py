@@ -90,6 +90,10 @@ def test_no_weight_decay_on_norms_biases_embeddings():
     assert id(model.blocks[0].norm_attn.weight) not in decayed and id(model.blocks[0].attn.qkv.bias) not in decayed
     assert id(model.blocks[0].attn.qkv.weight) in decayed
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    decay, no_decay = parameter_groups(model, decay_embeddings=True)  # nanoGPT's rule: every matrix
+    decayed = {id(p) for p in decay["params"]}
+    assert id(model.wte.weight) in decayed and id(model.wpe.weight) in decayed
+    assert id(model.blocks[0].norm_attn.weight) not in decayed
 
 
 def test_warmup_cosine_schedule():

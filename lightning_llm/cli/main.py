@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
-from lightning_llm.cli.handler import run_command
+from lightning_llm.cli.handler import exit_now, run_command
 
 #: verb -> (module, one-line description)
 VERBS = {
@@ -50,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

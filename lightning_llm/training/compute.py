@@ -7,6 +7,7 @@ MFU follows PaLM (Chowdhery et al. 2022, appendix B): the FLOPs the model needs 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -30,7 +31,8 @@ DEFINITIONS = {
     "torch.matmul peak (CPU); see peak_source",
     "mfu": "achieved_flops_per_s / (peak_flops_per_s x devices)",
     "energy_kwh": "CodeCarbon OfflineEmissionsTracker, machine mode, on rank 0's machine x nodes: CPU from RAPL or "
-    "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size",
+    "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size; it starts beside the "
+    "first steps (about a second later), not before them",
     "co2_kg": "energy_kwh x the country's average carbon intensity (CodeCarbon's tables, country_iso_code)",
     "cost_usd": "devices x fit_seconds / 3600 x price_per_device_hour",
 }
@@ -62,6 +64,7 @@ class ComputeMonitor(pl.Callback):
         self.track_energy, self.measure_power_secs, self.cache_dir = track_energy, measure_power_secs, cache_dir
         self.compute: dict[str, Any] = {}
         self._tracker: Any = None
+        self._tracker_starting: threading.Thread | None = None
         self._started: float | None = None
         self._validating_since: float | None = None
         self._validation_seconds = 0.0
@@ -70,11 +73,15 @@ class ComputeMonitor(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.compute, self._validation_seconds = {}, 0.0
         self._tokens_before = int(getattr(pl_module, "tokens_seen", 0))
-        if self.track_energy and trainer.is_global_zero:
-            self._tracker = self._codecarbon("start", self._start_tracker)
+        if self.track_energy and trainer.is_global_zero:  # CodeCarbon takes ~1 s to start: not before step one
+            self._tracker_starting = threading.Thread(target=self._start_tracker, name="codecarbon-start", daemon=True)
+            self._tracker_starting.start()
         self._started = time.perf_counter()
 
-    def _start_tracker(self) -> Any:
+    def _start_tracker(self) -> None:
+        self._tracker = self._codecarbon("start", self._new_tracker)
+
+    def _new_tracker(self) -> Any:
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its constructor logs before log_level applies
@@ -161,6 +168,9 @@ class ComputeMonitor(pl.Callback):
 
     def _energy(self, trainer: pl.Trainer) -> dict[str, Any]:
         """Stop CodeCarbon; its energy (kWh, by part) and CO2 (kg), scaled to all nodes."""
+        if self._tracker_starting is not None:
+            self._tracker_starting.join()
+            self._tracker_starting = None
         tracker, self._tracker = self._tracker, None
         if tracker is None:
             return {}

@@ -52,6 +52,7 @@ class LanguageModelModule(pl.LightningModule):
         finetune: FinetuneMethod | None = None,
         base_checkpoint: str | None = None,
         privacy: Any = None,
+        decay_embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -62,6 +63,7 @@ class LanguageModelModule(pl.LightningModule):
         self.strict_loading = not self.finetune.saves_trainable_only
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.decay_embeddings = decay_embeddings  # weight decay on embedding tables too (nanoGPT's rule)
         self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
@@ -177,7 +179,7 @@ class LanguageModelModule(pl.LightningModule):
             self.log("privacy/epsilon", self.privacy.epsilon(), batch_size=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        optimizer = self.optimizer_factory(parameter_groups(self.model, self.decay_embeddings))
         if self.privacy is not None:
             optimizer = self.privacy.wrap_optimizer(optimizer)
         if self.scheduler_factory is None:

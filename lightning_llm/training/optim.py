@@ -14,12 +14,13 @@ from lightning_llm.models.blocks import RMSNorm
 _NORMS = (nn.LayerNorm, RMSNorm)
 
 
-def parameter_groups(model: nn.Module) -> list[dict]:
-    """Weight decay (the optimizer's own setting) on matrices only: never on norms, biases or embeddings.
+def parameter_groups(model: nn.Module, decay_embeddings: bool = False) -> list[dict]:
+    """Weight decay (the optimizer's own setting) on matrices only: never on norms or biases, and on embeddings
+    only with `decay_embeddings` (nanoGPT decays every matrix, embeddings included).
 
     A head tied to the input embedding counts as an embedding.
     """
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = set() if decay_embeddings else {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     norms = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters()}
     decay, no_decay = [], []
     for param in model.parameters():  # each shared (tied) parameter once
