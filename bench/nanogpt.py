@@ -4,7 +4,10 @@ Both train the CPU "baby GPT" (4x4x128, block 64, batch 12, 2000 iterations, cha
 topics as one stream, its last 10% held out: the reference loop (bench/nanogpt_reference.py) and our CLI
 (`python train.py experiment=char_pydoc data=text data.path=train.txt data.val_path=heldout.txt`), as separate
 processes, alternating, one seed per round. Reported: wall time of the whole process, time to the first step,
-and held-out loss per character, both models scored by the same function on the same held-out text.
+held-out loss per character (both models scored by the same function on the same held-out text), and the
+achieved training GFLOP/s (the same FLOPs per token, 6N plus attention, for both; over training time, validation
+excluded for ours, everything after the first step for the reference) against torch.matmul peaks of this machine
+measured in the same run (fp32, what both train in, and bf16).
 """
 
 from __future__ import annotations
@@ -70,6 +73,22 @@ def score_ours(run: Path, heldout: str) -> float:
     return heldout_loss(model, ids, ids != tokenizer.unk_id)
 
 
+def flops_per_token(vocab_size: int) -> int:
+    """The training FLOPs per token of the baby GPT (both implementations are this shape)."""
+    from lightning_llm.models import GPT
+
+    model = GPT(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False)
+    return int(model.flops_per_token(64))
+
+
+def matmul_peaks() -> dict[str, float]:
+    """This machine's torch.matmul FLOP/s (2 threads, as both runs) in fp32 and bf16."""
+    from lightning_llm.training.peaks import measure_matmul_flops
+
+    torch.set_num_threads(2)
+    return {dtype: measure_matmul_flops(dtype) for dtype in ("fp32", "bf16")}
+
+
 def run_process(command: list[str]) -> float:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -102,8 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         wall = run_process(reference_cmd)
         timing = json.loads((ref_dir / "timing.json").read_text())
+        vocab = len(torch.load(ref_dir / "model.pt", weights_only=True)["chars"])
+        tokens = args.iters * 12 * 64
         rows["reference (nanoGPT recipe)"].append(
-            {"wall": wall, "first_step": timing["first_step_s"], "heldout": score_reference(ref_dir, heldout)}
+            {
+                "wall": wall,
+                "first_step": timing["first_step_s"],
+                "heldout": score_reference(ref_dir, heldout),
+                "flops_per_s": flops_per_token(vocab) * tokens / (timing["wall_s"] - timing["first_step_s"]),
+            }
         )
         ours_dir = args.out / f"ours-{seed}"
         ours_cmd = [
@@ -122,22 +148,35 @@ def main(argv: list[str] | None = None) -> int:
         wall = run_process(ours_cmd)
         results = json.loads((ours_dir / "results.json").read_text())
         rows["ours (CLI)"].append(
-            {"wall": wall, "first_step": results.get("startup_seconds"), "heldout": score_ours(ours_dir, heldout)}
+            {
+                "wall": wall,
+                "first_step": results.get("startup_seconds"),
+                "heldout": score_ours(ours_dir, heldout),
+                "flops_per_s": results["compute"]["achieved_flops_per_s"],
+            }
         )
         print(f"round {seed}: " + ", ".join(f"{k}: {v[-1]}" for k, v in rows.items()), file=sys.stderr)
+    peaks = matmul_peaks()
     print(f"# Whole runs: nanoGPT's baby GPT recipe, {args.iters} iterations, {args.rounds} rounds (one seed each)\n")
-    print("| run | wall s (median) | to first step s (median) | held-out loss/char (mean) | per seed |")
-    print("|---|---:|---:|---:|---|")
+    print(
+        "| run | wall s (median) | to first step s (median) | held-out loss/char (mean) | per seed | "
+        "train GFLOP/s (median) | of fp32 / bf16 matmul peak |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|")
     reference_wall = statistics.median(r["wall"] for r in rows["reference (nanoGPT recipe)"])
     for name, results in rows.items():
         wall = statistics.median(r["wall"] for r in results)
         first = [r["first_step"] for r in results if r["first_step"] is not None]
         losses = [r["heldout"] for r in results]
+        achieved = statistics.median(r["flops_per_s"] for r in results)
         print(
             f"| {name} | {wall:.1f} ({wall / reference_wall:.2f}x) | "
             f"{statistics.median(first) if first else float('nan'):.1f} | {statistics.mean(losses):.4f} | "
-            f"{', '.join(f'{x:.4f}' for x in losses)} |"
+            f"{', '.join(f'{x:.4f}' for x in losses)} | {achieved / 1e9:.1f} | "
+            f"{100 * achieved / peaks['fp32']:.1f}% / {100 * achieved / peaks['bf16']:.1f}% |"
         )
+    fp32, bf16 = peaks["fp32"] / 1e9, peaks["bf16"] / 1e9
+    print(f"\nmatmul peaks (torch.matmul, 2 threads): fp32 {fp32:.0f}, bf16 {bf16:.0f} GFLOP/s")
     if args.ours:
         print(f"\nour overrides: {' '.join(args.ours)}")
     return 0

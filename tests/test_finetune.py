@@ -100,6 +100,67 @@ def test_qlora_stores_base_weights_in_4_bits(base_checkpoints):
     assert torch.isfinite(logits).all()
 
 
+FAMILY_RUN = {
+    "gpt": ["model=gpt", "objective=clm"],
+    "bert": ["model=bert", "objective=mlm"],
+    "t5": ["model=t5", "objective=span"],
+}
+
+
+def _recipe_model(make_cfg, checkpoint, *overrides: str):
+    """The recipe's stages up to `setup_finetune` for a fine-tuning run from `checkpoint`."""
+    from lightning_llm.recipe.run import TrainingRecipe
+
+    recipe = TrainingRecipe(make_cfg(*overrides, f"model.pretrained={checkpoint}"))
+    recipe.output_dir.mkdir(parents=True, exist_ok=True)
+    for stage in (recipe.check, recipe.load_pretrained, recipe.setup_data, recipe.setup_model):
+        stage()
+    return recipe
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+def test_pretrained_model_takes_the_checkpoint_tensors(base_checkpoints, make_cfg, family):
+    """setup_model builds on the meta device and takes the checkpoint's tensors: nothing is left on meta, tied
+    weights stay tied, and the logits equal those of a model built and loaded the ordinary way."""
+    recipe = _recipe_model(make_cfg, base_checkpoints[family], *FAMILY_RUN[family])
+    model = recipe.model
+    assert not [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    assert model.lm_head.weight is model.wte.weight  # every tiny family ties its head
+    assert recipe.pretrained.state_dict == {}  # no second copy of the weights lives on
+    reference = _fresh(base_checkpoints, family).eval()
+    ids = torch.randint(5, 100, (2, 8))
+    with torch.no_grad():
+        inputs = (ids, ids) if family == "t5" else (ids,)  # T5 also reads decoder inputs
+        assert torch.equal(model.eval()(*inputs), reference(*inputs))
+
+
+def test_qlora_keeps_no_full_precision_copy_of_what_it_quantizes(base_checkpoints, make_cfg):
+    """Neither the model nor the loaded checkpoint keeps a float32 block weight once QLoRA has quantized it (the
+    peak stays near one copy of the model, not two)."""
+    import gc
+
+    from lightning_llm.finetune.quantize import quantize_4bit
+
+    # bitsandbytes' first quantization logs a failed kernel import whose traceback (kept by pytest's log capture)
+    # holds that layer: let it hold a throwaway one
+    quantize_4bit(torch.nn.Linear(8, 8), torch.float32)
+    recipe = _recipe_model(make_cfg, base_checkpoints["gpt"], "finetune=qlora", "finetune.rank=4")
+    shapes = {tuple(m.weight.shape) for m in recipe.model.blocks.modules() if type(m) is torch.nn.Linear}
+    recipe.setup_finetune()
+    gc.collect()
+    tensors = [t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.dtype == torch.float32]
+    alive = [tuple(t.shape) for t in tensors if tuple(t.shape) in shapes]
+    assert alive == []
+
+
+def test_a_task_head_the_checkpoint_lacks_is_fresh(base_checkpoints, make_cfg):
+    recipe = _recipe_model(
+        make_cfg, base_checkpoints["bert"], "model=bert", "objective=classify", "data=stdlib_modules"
+    )
+    head = recipe.model.task_head
+    assert head is not None and not head.weight.is_meta and head.weight.std() > 0 and not head.bias.any()
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_gpt_on_the_summary_task(base_checkpoints, cache_dir, tmp_path, method):
     base = base_checkpoints["gpt"]

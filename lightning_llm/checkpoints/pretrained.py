@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from lightning_llm.checkpoints.io import load_torch_file
 from lightning_llm.errors import ConfigError
@@ -92,8 +93,12 @@ def build_model(family: str, config: dict[str, Any], state_dict: dict[str, torch
     return model
 
 
-def load_weights(model: LanguageModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load base weights strictly (a task head the checkpoint lacks may stay fresh); name what differs."""
+def load_weights(model: LanguageModel, state_dict: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Load base weights strictly (a task head the checkpoint lacks may stay fresh); name what differs.
+
+    `assign`: the model was built on the meta device and takes the checkpoint's tensors as its parameters (cast to
+    its dtypes) instead of copying them into freshly initialised ones, so the weights exist once, not twice; tied
+    parameters stay tied and a task head the checkpoint lacks is made fresh."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict and not k.startswith("task_head.")]
     unexpected = [k for k in state_dict if k not in own]
@@ -103,7 +108,29 @@ def load_weights(model: LanguageModel, state_dict: dict[str, torch.Tensor], sour
         what = "lacks" if missing else "has an unexpected" if unexpected else "has a differently shaped"
         detail = f" ({tuple(state_dict[key].shape)} vs {tuple(own[key].shape)})" if wrong and not missing else ""
         raise ConfigError(f"model.pretrained={source!r} {what} weight {key!r}{detail}: is it the same architecture?")
-    model.load_state_dict(state_dict, strict=False)
+    if not assign:
+        model.load_state_dict(state_dict, strict=False)
+        return
+    ties = tied_parameters(model)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=False, assign=True)
+    for first, *aliases in ties:
+        for alias in aliases:
+            owner, _, name = alias.rpartition(".")
+            setattr(model.get_submodule(owner), name, model.get_parameter(first))
+    head = model.task_head
+    if head is not None and head.weight.is_meta:
+        model.attach_task_head(head.out_features)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{left[0]} (and {len(left) - 1} more) were not loaded from {source}")
+
+
+def tied_parameters(model: nn.Module) -> list[list[str]]:
+    """The names under which one parameter appears more than once (e.g. an LM head tied to the embedding)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
 
 
 def load_hf_pretrained(path: str | Path) -> Pretrained:

@@ -9,6 +9,7 @@ Nothing touches the run folder before `check` has passed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -165,11 +167,15 @@ class TrainingRecipe:
         return HFTokenizer.from_pretrained(path)
 
     def setup_model(self) -> None:
-        """The model group's model, the objective's task head, then the pretrained weights."""
-        model = instantiate_model(self.cfg.model, self.datamodule.tokenizer.vocab_size)
-        self.objective.prepare_model(model)
-        if self.pretrained is not None:
-            load_weights(model, self.pretrained.state_dict, self.pretrained.source)
+        """The model group's model and the objective's task head; with pretrained weights it is built on the meta
+        device and takes the checkpoint's tensors."""
+        pretrained = self.pretrained
+        with torch.device("meta") if pretrained is not None else contextlib.nullcontext():  # no random init
+            model = instantiate_model(self.cfg.model, self.datamodule.tokenizer.vocab_size)
+            self.objective.prepare_model(model)
+        if pretrained is not None:  # the model takes the checkpoint's tensors: the weights exist once
+            load_weights(model, pretrained.state_dict, pretrained.source, assign=True)
+            pretrained.state_dict = {}  # so a method that replaces layers (QLoRA) frees the originals as it goes
         self.model = model
         self.results.model = {
             "config": model.config.to_dict(),

@@ -1,0 +1,92 @@
+"""Peak memory of fine-tuning a pretrained checkpoint (`python -m bench.pretrained_memory`).
+
+A GPT of GPT-2 small's blocks (12 layers, 12 heads, 768 wide; our 4096-token vocabulary: 89M parameters) is
+pretrained for one step; then `finetune=lora` and `finetune=qlora` (NF4 base) train it for `--steps` steps at
+block 128, batch 2, each as its own `train.py` process, whose peak resident memory (`ru_maxrss` of the child)
+is reported. This version builds the model on the meta device and takes the checkpoint's tensors (QLoRA then
+frees each float32 weight as it quantizes it); `--previous` (a git revision, run from a temporary worktree with
+this environment) built a randomly initialised model, copied the checkpoint into it and kept the checkpoint's
+tensors alive. Each version makes its own base checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PREVIOUS = "HEAD~1"
+SHAPE = [
+    "model.n_layer=12",
+    "model.n_head=12",
+    "model.n_embd=768",
+    "data.block_size=128",
+    "data.batch_size=2",
+    "trainer.val_check_interval=1000",
+    "trainer.limit_val_batches=2",
+    "forgetting.enabled=false",
+    "~callbacks.sample",
+    "callbacks.compute.track_energy=false",
+]
+
+
+def peak_mib(checkout: Path, overrides: list[str], out: Path) -> float:
+    """Run `train.py overrides` in `checkout` as this process's only child; its peak RSS in MiB."""
+    command = [sys.executable, "train.py", *SHAPE, *overrides, f"hydra.run.dir={out}", "overwrite=true"]
+    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(overrides)} in {checkout} failed:\n{done.stderr[-2000:]}")
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pretrained_memory", description=__doc__)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--previous", default=PREVIOUS, help="the git revision to compare with")
+    p.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "pretrained_memory")
+    args = p.parse_args(argv)
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        previous = Path(tmp) / "previous"
+        subprocess.run(["git", "worktree", "add", "--detach", str(previous), args.previous], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            for name, checkout in {"this version": ROOT, f"previous ({args.previous})": previous}.items():
+                tag = "now" if checkout == ROOT else "previous"
+                subprocess.run([sys.executable, "train.py", *SHAPE, "trainer.max_steps=1",
+                                f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
+                               cwd=checkout, check=True, capture_output=True)  # fmt: skip
+                rows[name] = {}
+                for method in ("qlora", "lora"):
+                    overrides = [f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
+                                 f"trainer.max_steps={args.steps}"]  # fmt: skip
+                    rows[name][method] = measure(checkout, overrides, args.out / f"{method}-{tag}")
+                print(f"{name}: {rows[name]}", file=sys.stderr)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(previous)], cwd=ROOT, capture_output=True)
+    print(f"# Peak RSS (MiB) of a {args.steps}-step fine-tuning run from an 89M-parameter checkpoint\n")
+    print("| version | LoRA | QLoRA | QLoRA / LoRA |")
+    print("|---|---:|---:|---:|")
+    for name, peaks in rows.items():
+        print(f"| {name} | {peaks['lora']:,.0f} | {peaks['qlora']:,.0f} | {peaks['qlora'] / peaks['lora']:.2f} |")
+    return 0
+
+
+def measure(checkout: Path, overrides: list[str], out: Path) -> float:
+    """The peak of one run, measured from a fresh Python (ru_maxrss of RUSAGE_CHILDREN is the largest child's)."""
+    code = (
+        "import sys; from pathlib import Path; from bench.pretrained_memory import peak_mib; "
+        f"print(peak_mib(Path({str(checkout)!r}), {overrides!r}, Path({str(out)!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
