@@ -54,6 +54,9 @@ class QLoRA(LoRA):
             for name, module in list(stack.named_modules()):
                 if type(module) is nn.Linear and not module.weight.requires_grad:
                     replace_module(stack, name, self.wrap_base(module))
+        for param in model.parameters():  # the rest in memory of its own, so that a memory-mapped checkpoint
+            if type(param) is nn.Parameter:  # is unmapped once nothing reads it (its pages leave the RSS)
+                param.data = param.data.clone()
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
