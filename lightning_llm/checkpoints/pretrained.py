@@ -170,9 +170,11 @@ def load_pretrained(path: str | Path, key: str = "model.pretrained") -> Pretrain
 
 
 def model_from_pretrained(pretrained: Pretrained) -> LanguageModel:
-    """The model a `Pretrained` describes, weights loaded, in eval mode (an adapter or prompt kept as such)."""
-    model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
-    if pretrained.finetune is not None:
-        pretrained.finetune.apply(model)
-    load_weights(model, pretrained.state_dict, pretrained.source)
+    """The model a `Pretrained` describes (built on the meta device, then given its tensors), in eval mode (an
+    adapter or prompt kept as such)."""
+    with torch.device("meta"):
+        model = build_model(pretrained.family, pretrained.config, pretrained.state_dict)
+        if pretrained.finetune is not None:
+            pretrained.finetune.apply(model)
+    load_weights(model, pretrained.state_dict, pretrained.source, assign=True)
     return model.eval()

@@ -123,9 +123,10 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
         super().__init__()
-        # on the CPU even while a model is built on the meta device: no checkpoint holds these
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu") / head_dim))
-        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32, device="cpu"), inv_freq)
+        # real (on the CPU) even while a model is built on the meta device: no checkpoint holds these
+        device = "cpu" if torch.get_default_device().type == "meta" else None
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32, device=device), inv_freq)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
