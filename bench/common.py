@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -219,3 +222,17 @@ def load_average() -> str:
         return " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "n/a"
+
+
+@contextlib.contextmanager
+def git_checkout(revision: str) -> Iterator[Path]:
+    """An earlier version of this repository (`revision`) in a temporary git worktree, removed afterwards; run it
+    with this environment to compare a whole run against the version it replaced."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "checkout"
+        subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            yield folder
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)

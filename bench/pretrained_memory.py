@@ -15,8 +15,9 @@ import argparse
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from bench.common import git_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 PREVIOUS = "HEAD~1"
@@ -50,24 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "pretrained_memory")
     args = p.parse_args(argv)
     rows: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        previous = Path(tmp) / "previous"
-        subprocess.run(["git", "worktree", "add", "--detach", str(previous), args.previous], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
-        try:
-            for name, checkout in {"this version": ROOT, f"previous ({args.previous})": previous}.items():
-                tag = "now" if checkout == ROOT else "previous"
-                subprocess.run([sys.executable, "train.py", *SHAPE, "trainer.max_steps=1",
-                                f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
-                               cwd=checkout, check=True, capture_output=True)  # fmt: skip
-                rows[name] = {}
-                for method in ("qlora", "lora"):
-                    overrides = [f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
-                                 f"trainer.max_steps={args.steps}"]  # fmt: skip
-                    rows[name][method] = measure(checkout, overrides, args.out / f"{method}-{tag}")
-                print(f"{name}: {rows[name]}", file=sys.stderr)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(previous)], cwd=ROOT, capture_output=True)
+    with git_checkout(args.previous) as previous:
+        for name, checkout in {"this version": ROOT, f"previous ({args.previous})": previous}.items():
+            tag = "now" if checkout == ROOT else "previous"
+            subprocess.run([sys.executable, "train.py", *SHAPE, "trainer.max_steps=1",
+                            f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
+                           cwd=checkout, check=True, capture_output=True)  # fmt: skip
+            rows[name] = {}
+            for method in ("qlora", "lora"):
+                overrides = [f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
+                             f"trainer.max_steps={args.steps}"]  # fmt: skip
+                rows[name][method] = measure(checkout, overrides, args.out / f"{method}-{tag}")
+            print(f"{name}: {rows[name]}", file=sys.stderr)
     print(f"# Peak RSS (MiB) of a {args.steps}-step fine-tuning run from an 89M-parameter checkpoint\n")
     print("| version | LoRA | QLoRA | QLoRA / LoRA |")
     print("|---|---:|---:|---:|")

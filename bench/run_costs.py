@@ -21,9 +21,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from bench.common import git_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 PREVIOUS = "526c2a3^"  # the last version whose train=false built the datamodule and validated first
@@ -78,33 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = write_corpus(out / "corpus.txt", args.corpus_mb)
-    with tempfile.TemporaryDirectory() as tmp:
-        previous = Path(tmp) / "previous"
-        subprocess.run(["git", "worktree", "add", "--detach", str(previous), args.previous], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
-        try:
-            versions = {  # name: (folder tag, checkout, its own overrides)
-                "this version": ("now", ROOT, [*BASE, *NOW_ONLY]),
-                f"previous ({args.previous})": ("previous", previous, BASE),
-            }
-            for tag, checkout, base in versions.values():  # each version pretrains its own base
-                run(checkout, [*base, "trainer.max_steps=20"], out / f"base-{tag}")
-            lora = [*BASE, *NOW_ONLY, "finetune=lora", f"model.pretrained={out / 'base-now'}",
-                    f"trainer.max_steps={args.steps}"]  # fmt: skip
-            probe: dict[str, list[tuple[float, float]]] = {"block 128 (now)": [], f"block {CONTEXT} (before)": []}
-            evaluation: dict[str, list[float]] = {name: [] for name in versions}
-            for round_ in range(args.rounds):
-                for label, extra in zip(probe, ([], [f"forgetting.block_size={CONTEXT}"]), strict=True):
-                    wall, results = run(ROOT, [*lora, *extra], out / f"lora-{round_}")
-                    probe[label].append((probe_seconds(results), wall))
-                for name, (tag, checkout, base) in versions.items():
-                    pretrained = f"model.pretrained={out / f'base-{tag}'}"
-                    data = ["data=text", f"data.path={corpus}", "data.sample_by=paragraph"]
-                    wall, _ = run(checkout, [*base, *data, *EVAL_ONLY, pretrained], out / f"eval-{tag}")
-                    evaluation[name].append(wall)
-                print(f"round {round_ + 1}: probe {probe}, eval-only {evaluation}", file=sys.stderr)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(previous)], cwd=ROOT, capture_output=True)
+    with git_checkout(args.previous) as previous:
+        versions = {  # name: (folder tag, checkout, its own overrides)
+            "this version": ("now", ROOT, [*BASE, *NOW_ONLY]),
+            f"previous ({args.previous})": ("previous", previous, BASE),
+        }
+        for tag, checkout, base in versions.values():  # each version pretrains its own base
+            run(checkout, [*base, "trainer.max_steps=20"], out / f"base-{tag}")
+        lora = [*BASE, *NOW_ONLY, "finetune=lora", f"model.pretrained={out / 'base-now'}",
+                f"trainer.max_steps={args.steps}"]  # fmt: skip
+        probe: dict[str, list[tuple[float, float]]] = {"block 128 (now)": [], f"block {CONTEXT} (before)": []}
+        evaluation: dict[str, list[float]] = {name: [] for name in versions}
+        for round_ in range(args.rounds):
+            for label, extra in zip(probe, ([], [f"forgetting.block_size={CONTEXT}"]), strict=True):
+                wall, results = run(ROOT, [*lora, *extra], out / f"lora-{round_}")
+                probe[label].append((probe_seconds(results), wall))
+            for name, (tag, checkout, base) in versions.items():
+                pretrained = f"model.pretrained={out / f'base-{tag}'}"
+                data = ["data=text", f"data.path={corpus}", "data.sample_by=paragraph"]
+                wall, _ = run(checkout, [*base, *data, *EVAL_ONLY, pretrained], out / f"eval-{tag}")
+                evaluation[name].append(wall)
+            print(f"round {round_ + 1}: probe {probe}, eval-only {evaluation}", file=sys.stderr)
     print(f"# The forgetting probe in a {args.steps}-step LoRA run (llama-nano, context {CONTEXT}, block 128), "
           f"{args.rounds} rounds\n")  # fmt: skip
     print("| probe scores at | probe s (median) | run wall s (median) | probe share |")
