@@ -109,3 +109,17 @@ def test_eval_suite_runs_after_training(make_cfg):
     assert tasks and all(t["status"] in ("ok", "skipped") for t in tasks.values()), tasks
     assert "perplexity" in tasks and tasks["perplexity"]["metrics"]["bits_per_byte"] > 0
     assert "summary" in results["eval"]
+
+
+def test_per_step_values_are_logged_at_the_logging_cadence_only(smoke):
+    """The module logs train/loss, train/tokens and train/grad_norm only on the steps the loggers write (every
+    trainer.log_every_n_steps = 10): each of those steps still has all three, with the tokens seen so far."""
+    import csv
+
+    out, _ = smoke
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    for column in ("train/loss", "train/tokens", "train/grad_norm"):
+        steps = [int(row["step"]) for row in rows if row.get(column)]
+        assert steps == list(range(9, 100, 10)), (column, steps)
+    tokens = {int(row["step"]): float(row["train/tokens"]) for row in rows if row.get("train/tokens")}
+    assert tokens[99] == 100 * 8 * 32
