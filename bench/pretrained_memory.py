@@ -3,8 +3,9 @@
 A GPT of GPT-2 small's blocks (12 layers, 12 heads, 768 wide; our 4096-token vocabulary: 89M parameters) is
 pretrained for one step; then `finetune=lora` and `finetune=qlora` (NF4 base) train it for `--steps` steps at
 block 128, batch 2, each as its own `train.py` process, whose peak resident memory (`ru_maxrss` of the child)
-is reported. This version builds the model on the meta device and takes the checkpoint's tensors (QLoRA then
-frees each float32 weight as it quantizes it); `--previous` (a git revision, run from a temporary worktree with
+is reported, beside the same run of a 0.3M-parameter model (the process's own memory). This version builds the
+model on the meta device and takes the checkpoint's memory-mapped tensors; QLoRA takes each float32 weight's pages
+out of memory as it quantizes it; `--previous` (a git revision, run from a temporary worktree with
 this environment) built a randomly initialised model, copied the checkpoint into it and kept the checkpoint's
 tensors alive. Each version makes its own base checkpoint.
 """
@@ -21,10 +22,10 @@ from bench.common import git_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 PREVIOUS = "HEAD~1"
+MODEL = ["model.n_layer=12", "model.n_head=12", "model.n_embd=768"]
+#: the same run of a 0.3M-parameter model: the memory of the process itself (Python, torch, Lightning, data)
+FLOOR_MODEL = ["model.n_layer=1", "model.n_head=1", "model.n_embd=64"]
 SHAPE = [
-    "model.n_layer=12",
-    "model.n_head=12",
-    "model.n_embd=768",
     "data.block_size=128",
     "data.batch_size=2",
     "trainer.val_check_interval=1000",
@@ -54,20 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     with git_checkout(args.previous) as previous:
         for name, checkout in {"this version": ROOT, f"previous ({args.previous})": previous}.items():
             tag = "now" if checkout == ROOT else "previous"
-            subprocess.run([sys.executable, "train.py", *SHAPE, "trainer.max_steps=1",
+            subprocess.run([sys.executable, "train.py", *MODEL, *SHAPE, "trainer.max_steps=1",
                             f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
                            cwd=checkout, check=True, capture_output=True)  # fmt: skip
             rows[name] = {}
             for method in ("qlora", "lora"):
-                overrides = [f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
+                overrides = [*MODEL, f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
                              f"trainer.max_steps={args.steps}"]  # fmt: skip
                 rows[name][method] = measure(checkout, overrides, args.out / f"{method}-{tag}")
             print(f"{name}: {rows[name]}", file=sys.stderr)
+    floor = measure(ROOT, [*FLOOR_MODEL, f"trainer.max_steps={args.steps}"], args.out / "floor")
     print(f"# Peak RSS (MiB) of a {args.steps}-step fine-tuning run from an 89M-parameter checkpoint\n")
-    print("| version | LoRA | QLoRA | QLoRA / LoRA |")
-    print("|---|---:|---:|---:|")
+    print(f"The process alone (the same run of a 0.3M-parameter model): {floor:,.0f} MiB.\n")
+    print("| version | LoRA | QLoRA | QLoRA / LoRA | LoRA above the process | QLoRA above the process | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, peaks in rows.items():
-        print(f"| {name} | {peaks['lora']:,.0f} | {peaks['qlora']:,.0f} | {peaks['qlora'] / peaks['lora']:.2f} |")
+        lora, qlora = peaks["lora"], peaks["qlora"]
+        print(f"| {name} | {lora:,.0f} | {qlora:,.0f} | {qlora / lora:.2f} | {lora - floor:,.0f} | "
+              f"{qlora - floor:,.0f} | {(qlora - floor) / (lora - floor):.2f} |")  # fmt: skip
     return 0
 
 

@@ -3,6 +3,8 @@ PEFT checkpoints are small, resume and merge; every method composes with every a
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -151,6 +153,43 @@ def test_qlora_keeps_no_full_precision_copy_of_what_it_quantizes(base_checkpoint
     tensors = [t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.dtype == torch.float32]
     alive = [tuple(t.shape) for t in tensors if tuple(t.shape) in shapes]
     assert alive == []
+
+
+def _resident_bytes_at(address: int) -> int:
+    """Resident bytes of the memory mapping that holds `address` (Linux /proc/self/smaps)."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(a, 16) for a in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "Rss:":
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds the address")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="page residency is read from /proc")
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantizing_a_memory_mapped_weight_takes_its_pages_out_of_memory(tmp_path, bits):
+    """Once a checkpoint weight is quantized its float32 pages leave the resident memory (the file still holds
+    them: the values read back unchanged); a weight in ordinary memory keeps its values."""
+    from lightning_llm.finetune.quantize import quantize_4bit, quantize_int8, release_file_pages
+
+    torch.save({"w": torch.randn(2048, 2048)}, tmp_path / "w.pt")  # 16 MiB
+    weight = torch.load(tmp_path / "w.pt", weights_only=True, mmap=True)["w"]
+    total = float(weight.sum())  # every page read: resident
+    address = weight.untyped_storage().data_ptr()
+    assert _resident_bytes_at(address) >= 16 * 2**20
+    linear = torch.nn.Linear(2048, 2048, bias=False)
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    quantized = quantize_4bit(linear, torch.float32) if bits == 4 else quantize_int8(linear)
+    assert _resident_bytes_at(address) < 2**20
+    assert float(weight.sum()) == total
+    x = torch.randn(3, 2048)
+    assert torch.nn.functional.cosine_similarity(quantized(x), x @ weight.T).min() > 0.99
+    ordinary = torch.full((2048, 2048), 0.5)
+    release_file_pages(ordinary)
+    assert bool((ordinary == 0.5).all())
 
 
 def test_a_task_head_the_checkpoint_lacks_is_fresh(base_checkpoints, make_cfg):

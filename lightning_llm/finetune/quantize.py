@@ -3,7 +3,10 @@ linear layers, for QLoRA's base and for inference (`quantize=` of generation and
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import mmap
+import sys
 
 import torch
 from torch import nn
@@ -38,7 +41,9 @@ def quantize_4bit(linear: nn.Linear, compute_dtype: torch.dtype, quant_type: str
     # bitsandbytes repacks CPU weights for inference on the first eval-mode call and keeps that layout,
     # which then breaks training (validation runs between training steps): keep the trainable layout.
     quantized.support_avx512bf16_for_cpu = False
-    return quantized.to(linear.weight.device)
+    quantized = quantized.to(linear.weight.device)
+    release_file_pages(linear.weight.data)
+    return quantized
 
 
 def quantize_int8(linear: nn.Linear) -> nn.Module:
@@ -51,7 +56,36 @@ def quantize_int8(linear: nn.Linear) -> nn.Module:
     quantized.weight = bnb.nn.Int8Params(linear.weight.data.clone(), requires_grad=False, has_fp16_weights=False)
     if linear.bias is not None:
         quantized.bias = nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+    release_file_pages(linear.weight.data)
     return quantized.to(linear.weight.device)
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """The address ranges of this process's memory mapped from files (Linux: /proc/self/maps)."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+                start, end = (int(a, 16) for a in fields[0].split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+def release_file_pages(tensor: torch.Tensor) -> None:
+    """Take the pages of a tensor memory-mapped from a checkpoint file out of this process's resident memory
+    (Linux `madvise(MADV_DONTNEED)`; a later read maps them in again from the file). Called once a weight is
+    quantized, so that the float32 checkpoint is never resident as a whole. Tensors in ordinary (anonymous)
+    memory are left alone: dropping their pages would lose their values."""
+    if sys.platform != "linux" or tensor.device.type != "cpu" or not tensor.numel():
+        return
+    start = tensor.untyped_storage().data_ptr()
+    end = start + tensor.untyped_storage().nbytes()
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last <= first or not any(lo <= start and end <= hi for lo, hi in _file_mappings()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
