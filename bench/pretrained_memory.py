@@ -13,6 +13,8 @@ tensors alive. Each version makes its own base checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import subprocess
 import sys
@@ -36,10 +38,15 @@ SHAPE = [
 ]
 
 
-def peak_mib(checkout: Path, overrides: list[str], out: Path) -> float:
+#: glibc's mmap threshold pinned (it otherwise grows after the first large free): every allocation of 1 MiB or more
+#: is mapped and unmapped on its own, so bitsandbytes' per-call dequantized weights never fragment the heap
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
+
+
+def peak_mib(checkout: Path, overrides: list[str], out: Path, env: dict[str, str] | None = None) -> float:
     """Run `train.py overrides` in `checkout` as this process's only child; its peak RSS in MiB."""
     command = [sys.executable, "train.py", *SHAPE, *overrides, f"hydra.run.dir={out}", "overwrite=true"]
-    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode:
         raise RuntimeError(f"{' '.join(overrides)} in {checkout} failed:\n{done.stderr[-2000:]}")
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -47,40 +54,50 @@ def peak_mib(checkout: Path, overrides: list[str], out: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pretrained_memory", description=__doc__)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--previous", default=PREVIOUS, help="the git revision to compare with")
     p.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "pretrained_memory")
     args = p.parse_args(argv)
     rows: dict[str, dict[str, float]] = {}
+    pinned = "this version, MALLOC_MMAP_THRESHOLD_=1048576"
     with git_checkout(args.previous) as previous:
-        for name, checkout in {"this version": ROOT, f"previous ({args.previous})": previous}.items():
+        versions = {"this version": (ROOT, None), pinned: (ROOT, PINNED_MALLOC),
+                    f"previous ({args.previous})": (previous, None)}  # fmt: skip
+        built: set[str] = set()
+        for name, (checkout, env) in versions.items():
             tag = "now" if checkout == ROOT else "previous"
-            subprocess.run([sys.executable, "train.py", *MODEL, *SHAPE, "trainer.max_steps=1",
-                            f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
-                           cwd=checkout, check=True, capture_output=True)  # fmt: skip
+            if tag not in built:  # each version makes its own base checkpoint, once
+                built.add(tag)
+                subprocess.run([sys.executable, "train.py", *MODEL, *SHAPE, "trainer.max_steps=1",
+                                f"hydra.run.dir={args.out / f'base-{tag}'}", "overwrite=true"],
+                               cwd=checkout, check=True, capture_output=True)  # fmt: skip
             rows[name] = {}
             for method in ("qlora", "lora"):
                 overrides = [*MODEL, f"finetune={method}", f"model.pretrained={args.out / f'base-{tag}'}",
                              f"trainer.max_steps={args.steps}"]  # fmt: skip
-                rows[name][method] = measure(checkout, overrides, args.out / f"{method}-{tag}")
+                run = args.out / f"{method}-{tag}"
+                rows[name][method] = measure(checkout, overrides, run, env)
+                rows[name][f"{method}_fit"] = json.loads((run / "results.json").read_text())["fit_seconds"]
             print(f"{name}: {rows[name]}", file=sys.stderr)
     floor = measure(ROOT, [*FLOOR_MODEL, f"trainer.max_steps={args.steps}"], args.out / "floor")
     print(f"# Peak RSS (MiB) of a {args.steps}-step fine-tuning run from an 89M-parameter checkpoint\n")
     print(f"The process alone (the same run of a 0.3M-parameter model): {floor:,.0f} MiB.\n")
-    print("| version | LoRA | QLoRA | QLoRA / LoRA | LoRA above the process | QLoRA above the process | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| version | LoRA | QLoRA | QLoRA / LoRA | LoRA above the process | QLoRA above the process | ratio "
+          "| LoRA fit s | QLoRA fit s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, peaks in rows.items():
         lora, qlora = peaks["lora"], peaks["qlora"]
         print(f"| {name} | {lora:,.0f} | {qlora:,.0f} | {qlora / lora:.2f} | {lora - floor:,.0f} | "
-              f"{qlora - floor:,.0f} | {(qlora - floor) / (lora - floor):.2f} |")  # fmt: skip
+              f"{qlora - floor:,.0f} | {(qlora - floor) / (lora - floor):.2f} | {peaks['lora_fit']:.1f} "
+              f"| {peaks['qlora_fit']:.1f} |")  # fmt: skip
     return 0
 
 
-def measure(checkout: Path, overrides: list[str], out: Path) -> float:
+def measure(checkout: Path, overrides: list[str], out: Path, env: dict[str, str] | None = None) -> float:
     """The peak of one run, measured from a fresh Python (ru_maxrss of RUSAGE_CHILDREN is the largest child's)."""
     code = (
         "import sys; from pathlib import Path; from bench.pretrained_memory import peak_mib; "
-        f"print(peak_mib(Path({str(checkout)!r}), {overrides!r}, Path({str(out)!r})))"
+        f"print(peak_mib(Path({str(checkout)!r}), {overrides!r}, Path({str(out)!r}), {env!r}))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
