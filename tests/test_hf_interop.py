@@ -376,10 +376,13 @@ def test_sentencepiece_tokenizer_exports_to_autotokenizer(kind, sp_tokenizers, t
     ]
     for text in texts:
         ids = ours.encode(text)
-        assert auto.encode(text) == ids, text
+        # a decoder's text opens with <s>, as in training: transformers' default framing is ours
+        assert auto.encode(text) == [ours.bos_id, *ids], text
+        assert auto.encode(text, add_special_tokens=False) == ids, text
         assert auto.decode(ids, skip_special_tokens=True) == ours.decode(ids)
     hf_tok = HFTokenizer.from_pretrained(tmp_path)  # our wrapper reads the same files
     assert hf_tok.encode_batch(texts) == ours.encode_batch(texts)
+    assert hf_tok.adds_bos and hf_tok.sequence_start == ours.sequence_start == [2]
     assert (hf_tok.pad_id, hf_tok.unk_id, hf_tok.bos_id, hf_tok.eos_id) == (0, 1, 2, 3)
     assert hf_tok.token_to_id("<mask>") == ours.token_to_id("<mask>") == 4
 
@@ -409,7 +412,7 @@ def test_char_tokenizer_exports_too(tmp_path):
     model = GPT(vocab_size=ours.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
     export_hf(model, tmp_path, tokenizer=ours)
     auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert auto.encode("abc zyx!") == ours.encode("abc zyx!")
+    assert auto.encode("abc zyx!") == [ours.bos_id, *ours.encode("abc zyx!")]
     assert auto.decode(ours.encode("abc zyx"), skip_special_tokens=True) == "abc zyx"
 
 
@@ -559,7 +562,8 @@ def test_export_cli_reads_our_checkpoint(sp_tokenizers, tmp_path, capsys):
     assert "tokenizer.json" in capsys.readouterr().out
     assert compare_with_transformers(model, tmp_path / "hf") < ATOL
     text = "Compound statements contain groups of other statements"
-    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").encode(text) == tokenizer.encode(text)
+    exported = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert exported.encode(text) == [tokenizer.bos_id, *tokenizer.encode(text)]
 
     capsys.readouterr()
     assert cli_main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2

@@ -198,7 +198,8 @@ def export_hf(model: LanguageModel, out_dir: str | os.PathLike, tokenizer: Token
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
-        export_tokenizer(tokenizer, out, model_max_length=hf_view.block_size)
+        frame_with_bos = model.architecture == "decoder"  # as the decoder objectives frame a text
+        export_tokenizer(tokenizer, out, model_max_length=hf_view.block_size, frame_with_bos=frame_with_bos)
     return out
 
 

@@ -126,12 +126,16 @@ def char_to_tokenizers(tokenizer: CharTokenizer) -> Any:
     return tok
 
 
-def export_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: int | None = None) -> list[str]:
+def export_tokenizer(
+    tokenizer: Tokenizer, out_dir: str | Path, model_max_length: int | None = None, frame_with_bos: bool = False
+) -> list[str]:
     """Write `tokenizer` so `transformers.AutoTokenizer.from_pretrained(out_dir)` loads it; returns the files.
 
     Ours become tokenizer.json (+ the SentencePiece tokenizer.model as trained) and tokenizer_config.json with
-    pad/unk/bos/eos. Encoding adds no bos/eos, as ours. Literal special tokens in text ("<s>") stay plain
-    text, as ours (split_special_tokens).
+    pad/unk/bos/eos. With `frame_with_bos` (a decoder, which reads every sequence after <s> as ours do) encoding
+    puts bos first, as Llama's tokenizers (`add_bos_token: true`), so that transformers, lm-evaluation-harness
+    and our own loader frame a text as training did; otherwise it adds no bos/eos. Literal special tokens in text
+    ("<s>") stay plain text, as ours (split_special_tokens). A Hugging Face tokenizer is written as it came.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,9 +162,17 @@ def export_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length
             tok = char_to_tokenizers(tokenizer)
         else:
             raise ConfigError(f"cannot export a {type(tokenizer).__name__}: only SentencePiece, char and HF tokenizers")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True}
+        if frame_with_bos and tokenizer.sequence_start:
+            from tokenizers import processors
+
+            bos = BASE_SPECIAL_TOKENS[tokenizer.bos_id]
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_id)]
+            )
+            config.update(add_bos_token=True, add_eos_token=False)
         tok.save(str(out / "tokenizer.json"))
         files.append("tokenizer.json")
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True}
         tokens = dict(zip(SPECIAL_NAMES, BASE_SPECIAL_TOKENS, strict=True))
     named = {f"{name}_token": value for name, value in tokens.items() if isinstance(value, str)}
     config.update(named, clean_up_tokenization_spaces=False)

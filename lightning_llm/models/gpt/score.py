@@ -19,8 +19,8 @@ from lightning_llm.tokenizers import pad_rows
 
 class DecoderEvalLM(EvalLM):
     """Sequences open as the tokenizer's own convention says (<s> when it adds one, as lm-evaluation-harness);
-    a text's first token, or an empty context, is predicted from bos, or from end-of-text when the tokenizer adds
-    no bos (the harness's prefix token)."""
+    a text's first token, or an empty context, is predicted from the harness's prefix token: bos when the
+    tokenizer has one (whether or not it adds it), else end-of-text."""
 
     min_context = 1
 
@@ -31,9 +31,7 @@ class DecoderEvalLM(EvalLM):
     @property
     def rolling_prefix(self) -> list[int]:
         tok = self.tokenizer
-        first = tok.bos_id if tok.adds_bos and tok.bos_id is not None else tok.eos_id
-        if first is None:
-            first = tok.bos_id
+        first = tok.bos_id if tok.bos_id is not None else tok.eos_id
         if first is None:
             raise NotApplicable("the tokenizer has neither a bos nor an eos token to start a sequence with")
         return [first]
