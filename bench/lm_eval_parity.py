@@ -143,6 +143,9 @@ def main(run: str | None, n_items: int, steps: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         hf = train_and_export(folder, steps, run)
+        from lightning_llm.tokenizers import HFTokenizer
+
+        print(f"the exported tokenizer opens a text with bos: {HFTokenizer.from_pretrained(hf).adds_bos}")
         items_path = write_jsonl(items(n_items, seed=1), folder / "items.jsonl")
         pool_path = write_jsonl(items(20, seed=2), folder / "pool.jsonl")
         task_dir = folder / "tasks"

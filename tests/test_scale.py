@@ -40,6 +40,19 @@ def test_ddp_two_processes_train_in_sync(tmp_path, cache_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # about 40 s; tests/test_shards.py checks that ranks read disjoint blocks in one process
+def test_ddp_trains_from_token_shards(tmp_path, cache_dir):
+    """`python train.py trainer=ddp data.format=shards`: both ranks stream their own blocks from the shards (one
+    folder written once, by rank 0 before the others read it) and stay in sync."""
+    results = _run(tmp_path, cache_dir, "trainer=ddp", "data.format=shards", f"data.shard_dir={tmp_path / 'shards'}")
+    assert results["data"]["format"] == "shards"
+    assert results["replicas_in_sync"] is True
+    assert results["tokens"] == 20 * 8 * 32 * 2
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+    assert len(list((tmp_path / "shards").rglob("index.json"))) == 2  # train and val, written once
+
+
+@pytest.mark.integration
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path, cache_dir):
     args = [a for a in DIST if a != "~callbacks.sample"]
     result = run_cli(
