@@ -4,6 +4,7 @@ PEFT checkpoints are small, resume and merge; every method composes with every a
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,7 +159,7 @@ def test_qlora_keeps_no_full_precision_copy_of_what_it_quantizes(base_checkpoint
 def _resident_bytes_at(address: int) -> int:
     """Resident bytes of the memory mapping that holds `address` (Linux /proc/self/smaps)."""
     inside = False
-    for line in open("/proc/self/smaps"):
+    for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()[0]
         if "-" in head and not head.endswith(":"):
             start, end = (int(a, 16) for a in head.split("-"))

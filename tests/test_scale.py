@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,12 +45,12 @@ def test_ddp_two_processes_train_in_sync(tmp_path, cache_dir):
 def test_ddp_trains_from_token_shards(tmp_path, cache_dir):
     """`python train.py trainer=ddp data.format=shards`: both ranks stream their own blocks from the shards (one
     folder written once, by rank 0 before the others read it) and stay in sync."""
-    results = _run(tmp_path, cache_dir, "trainer=ddp", "data.format=shards", f"data.shard_dir={tmp_path / 'shards'}")
+    results = _run(tmp_path, cache_dir, "trainer=ddp", "data.format=shards")
     assert results["data"]["format"] == "shards"
     assert results["replicas_in_sync"] is True
     assert results["tokens"] == 20 * 8 * 32 * 2
     assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
-    assert len(list((tmp_path / "shards").rglob("index.json"))) == 2  # train and val, written once
+    assert len(list(Path(results["data"]["shards"]).rglob("index.json"))) == 2  # train and val, written once
 
 
 @pytest.mark.integration
