@@ -54,6 +54,20 @@ def test_ddp_trains_from_token_shards(tmp_path, cache_dir):
 
 
 @pytest.mark.integration
+def test_dp_sgd_under_ddp_keeps_the_replicas_in_sync_and_accounts_both_processes(tmp_path, cache_dir):
+    """privacy=dp under trainer=ddp: each process draws Poisson batches from its own share of the rows, the
+    first adds the noise and the clipped sums are all-reduced, so both replicas take the same steps; the sampling
+    rate counts both processes' rows."""
+    results = _run(tmp_path, cache_dir, "trainer=ddp", "privacy=dp", "privacy.target_epsilon=8", "optimizer.lr=3e-3")
+    assert results["replicas_in_sync"] is True
+    privacy = results["privacy"]
+    assert 0 < privacy["epsilon"] <= 8 and privacy["steps"] == 20
+    assert privacy["expected_batch_size"] == 8
+    assert privacy["sample_rate"] == pytest.approx(2 * 8 / results["data"]["blocks"]["train"], rel=1e-6)
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+
+
+@pytest.mark.integration
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path, cache_dir):
     args = [a for a in DIST if a != "~callbacks.sample"]
     result = run_cli(

@@ -28,14 +28,23 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
 
 
+def distributed_world() -> int:
+    """The number of processes training together (1 without an initialised torch.distributed group)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _noise_only_optimizer(
     optimizer: torch.optim.Optimizer, account_empty: Callable[[], None], **settings: Any
 ) -> torch.optim.Optimizer:
     """Opacus's DPOptimizer, where a step without per-sample gradients (an empty Poisson batch) adds noise only
-    (and `account_empty` counts it)."""
-    from opacus.optimizers import DPOptimizer
+    (and `account_empty` counts it). Under DDP it is Opacus's DistributedDPOptimizer: each process clips and sums
+    its own rows, the first adds the noise and the sums are all-reduced, so every replica takes the same step."""
+    from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 
-    class NoiseOnlyWhenEmpty(DPOptimizer):
+    base = DistributedDPOptimizer if distributed_world() > 1 else DPOptimizer
+
+    class NoiseOnlyWhenEmpty(base):
         def pre_step(self, closure: Callable[[], Any] | None = None) -> bool:
             if any(getattr(p, "grad_sample", None) is not None for p in self.params):
                 return super().pre_step(closure)
@@ -49,6 +58,22 @@ def _noise_only_optimizer(
             return True
 
     return NoiseOnlyWhenEmpty(optimizer, **settings)
+
+
+def _rank_poisson_sampler(rows: int, sample_rate: float, shuffle_seed: int, generator: torch.Generator) -> Any:
+    """Opacus's DistributedUniformWithReplacementSampler (the rows shuffled by a seed every process shares, then
+    dealt out by rank; each process draws its own Poisson batches), except that an empty draw is a batch too, as
+    in the one-process sampler: every process then takes the same number of steps (an empty one adds no rows)."""
+    from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler
+
+    class EveryDraw(DistributedUniformWithReplacementSampler):
+        def __iter__(self) -> Any:
+            shuffle = torch.Generator().manual_seed(self.shuffle_seed + self.epoch)
+            mine = torch.randperm(self.total_size, generator=shuffle)[self.rank : self.total_size : self.num_replicas]
+            for _ in range(self.num_batches):
+                yield mine[torch.rand(len(mine), generator=self.generator) < self.sample_rate].tolist()
+
+    return EveryDraw(total_size=rows, sample_rate=sample_rate, shuffle_seed=shuffle_seed, generator=generator)
 
 
 class _SkipEmpty:
@@ -93,15 +118,19 @@ class DifferentialPrivacy:
         self.accountant: Any = None
 
     # -- before training -------------------------------------------------------------------------------
-    def plan(self, rows: int, batch_size: int, steps: int) -> None:
-        """The sampling rate (batch_size / rows), delta (1/rows unless given) and, for a target epsilon, the
-        noise that spends it in `steps`; a one-line ConfigError when the target cannot be met."""
+    def plan(self, rows: int, batch_size: int, steps: int, replicas: int = 1) -> None:
+        """The sampling rate (batch_size x replicas / rows: `batch_size` is each process's expected batch under
+        DDP), delta (1/rows unless given) and, for a target epsilon, the noise that spends it in `steps`; a
+        one-line ConfigError when the target cannot be met."""
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
 
-        if batch_size > rows:
-            raise ConfigError(f"privacy=dp: data.batch_size={batch_size} exceeds the {rows} training rows: lower it")
-        self.batch_size, self.sample_rate = batch_size, batch_size / rows
+        if batch_size * replicas > rows:
+            raise ConfigError(
+                f"privacy=dp: data.batch_size={batch_size} x {replicas} processes exceeds the {rows} training rows: "
+                "lower it"
+            )
+        self.batch_size, self.sample_rate = batch_size, batch_size * replicas / rows
         self.delta = self.delta if self.delta is not None else 1 / rows
         if self.target_epsilon is not None:
             try:
@@ -153,13 +182,18 @@ class DifferentialPrivacy:
     # -- training --------------------------------------------------------------------------------------
     def wrap_loader(self, loader: DataLoader) -> DataLoader:
         """Poisson-sampled batches over the loader's rows: each row joins each batch with probability
-        `sample_rate` (Opacus's UniformWithReplacementSampler); its collate, workers and seed are kept."""
+        `sample_rate` (Opacus's UniformWithReplacementSampler; under DDP each process draws from its own share
+        of the rows); its collate, workers and seed are kept."""
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        sampler = UniformWithReplacementSampler(
-            num_samples=len(loader.dataset), sample_rate=self.sample_rate, generator=generator
-        )
+        seed = torch.initial_seed() % 2**63
+        generator = torch.Generator().manual_seed(seed)
+        if distributed_world() > 1:
+            sampler = _rank_poisson_sampler(len(loader.dataset), self.sample_rate, seed % 2**31, generator)
+        else:
+            sampler = UniformWithReplacementSampler(
+                num_samples=len(loader.dataset), sample_rate=self.sample_rate, generator=generator
+            )
         return DataLoader(
             loader.dataset,
             batch_sampler=sampler,

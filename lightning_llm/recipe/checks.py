@@ -75,8 +75,8 @@ def check_objective(cfg: DictConfig) -> None:
 
 
 def check_privacy(cfg: DictConfig) -> None:
-    """privacy=dp: its settings, Opacus installed, and a run DP-SGD can take (one device, no accumulation, a
-    fine-tuning method with ordinary trainable weights, one in-memory corpus on fixed windows)."""
+    """privacy=dp: its settings, Opacus installed, and a run DP-SGD can take (one device or DDP, no accumulation,
+    a fine-tuning method with ordinary trainable weights, one in-memory corpus on fixed windows)."""
     privacy = cfg.get("privacy") or {}
     if "_target_" not in privacy:
         return
@@ -87,8 +87,13 @@ def check_privacy(cfg: DictConfig) -> None:
     finetune = _choice(cfg, "finetune")
     refusals = {
         f"finetune={finetune} (4-bit base weights)": finetune.lower() == "qlora",
-        f"trainer.strategy={strategy_name(cfg)}": strategy_name(cfg) not in ("auto", "single_device"),
-        f"trainer.devices={cfg.trainer.get('devices')}": cfg.trainer.get("devices", 1) not in (1, "1"),
+        f"trainer.strategy={strategy_name(cfg)}": strategy_name(cfg) not in ("auto", "single_device", "ddp"),
+        f"trainer.devices={cfg.trainer.get('devices')} without trainer=ddp": (
+            strategy_name(cfg) != "ddp" and cfg.trainer.get("devices", 1) not in (1, "1")
+        ),
+        f"trainer.devices={cfg.trainer.get('devices')} (give a number)": not str(
+            cfg.trainer.get("devices", 1)
+        ).isdigit(),
         f"trainer.accumulate_grad_batches={cfg.trainer.get('accumulate_grad_batches')}": (
             cfg.trainer.get("accumulate_grad_batches", 1) != 1
         ),
@@ -101,7 +106,7 @@ def check_privacy(cfg: DictConfig) -> None:
         if refused:
             raise ConfigError(
                 f"privacy=dp cannot run with {what}: DP-SGD here takes Poisson batches of one in-memory corpus on "
-                "one device, each batch one step; change that setting or use privacy=none"
+                "one device or under trainer=ddp, each batch one step; change that setting or use privacy=none"
             )
 
 

@@ -217,7 +217,9 @@ class TrainingRecipe:
             return
         self.privacy = instantiate(self.cfg.privacy)
         datamodule = self.datamodule
-        self.privacy.plan(datamodule.train_rows, datamodule.batch_size, int(self.cfg.trainer.max_steps))
+        trainer = self.cfg.trainer
+        replicas = int(trainer.get("devices", 1)) * int(trainer.get("num_nodes", 1))
+        self.privacy.plan(datamodule.train_rows, datamodule.batch_size, int(trainer.max_steps), replicas)
         probe = datamodule.first_train_rows(2)
         self.privacy.attach(self.model, lambda model: self.objective.forward(model, probe).loss, len(probe["labels"]))
         datamodule.wrap_train_loader = self.privacy.wrap_loader
@@ -243,6 +245,8 @@ class TrainingRecipe:
             callbacks=callbacks,
             logger=instantiate_all(cfg.get("logger")),
             **({} if terminal else {"enable_progress_bar": False}),
+            # DP-SGD deals the rows out to processes itself (Poisson batches per rank)
+            **({"use_distributed_sampler": False} if self.privacy is not None else {}),
         )
         if is_multirun():  # DDP children of this job must run this job only (see recipe.ddp)
             os.environ[DDP_JOB_ENV] = ddp_job_spec(self.results.overrides, str(self.output_dir))

@@ -124,7 +124,11 @@ class LanguageModelModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # an empty Poisson batch under DP-SGD: the optimizer takes a noise-only step
-            return None
+            if self.trainer.world_size == 1:
+                return None
+            # under DDP every process must run backward (the others wait in its all-reduce): a zero loss that
+            # reaches every trainable weight, with no per-row gradient, so this process adds no rows
+            return sum((p.sum() * 0 for p in self.model.parameters() if p.requires_grad), torch.zeros(()))
         out = self.objective.forward(self.model, batch)
         if not torch.isfinite(out.loss):
             raise self.diverged(f"train/loss is {out.loss.item()}")
