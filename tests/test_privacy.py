@@ -67,6 +67,27 @@ def test_an_empty_poisson_batch_is_a_noise_only_step():
     assert privacy.summary()["steps"] == 1
 
 
+def test_under_ddp_each_process_draws_its_own_rows_and_every_draw_is_a_step(monkeypatch):
+    """Two processes' Poisson batches: disjoint rows, together each row once per epoch's share, the same number
+    of batches on both (an empty draw included, so neither waits for the other), the rate counting both."""
+    from lightning_llm.privacy import dp
+
+    privacy = DifferentialPrivacy(target_epsilon=None, noise_multiplier=1.0)
+    privacy.plan(rows=40, batch_size=1, steps=10, replicas=2)
+    assert privacy.sample_rate == 2 / 40 and privacy.batch_size == 1
+    monkeypatch.setattr(dp, "distributed_world", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    draws = []
+    for rank in range(2):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda rank=rank: rank)
+        torch.manual_seed(3)  # every process has the same seed
+        loader = privacy.wrap_loader(torch.utils.data.DataLoader(list(range(40)), batch_size=4))
+        draws.append([list(batch) for batch in loader.batch_sampler])
+    assert len(draws[0]) == len(draws[1]) == 20 and any(not batch for batch in draws[0])
+    rows = [{row for batch in rank_draws for row in batch} for rank_draws in draws]
+    assert not rows[0] & rows[1] and rows[0] | rows[1] <= set(range(40))
+
+
 def test_dp_run_spends_at_most_its_target_and_learns(make_cfg, tmp_path):
     cfg = make_cfg(*DP, "privacy.target_epsilon=8")
     results = train(cfg)
@@ -98,6 +119,8 @@ def test_resume_keeps_counting_epsilon(make_cfg, tmp_path):
         (["privacy.target_epsilon=8", "privacy.noise_multiplier=1.0"], "give exactly one of"),
         (["privacy.max_grad_norm=0"], "privacy.max_grad_norm=0 is invalid"),
         (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2"),
+        (["trainer.devices=2"], "trainer.devices=2 without trainer=ddp"),
+        (["trainer=fsdp"], "trainer.strategy=ModelParallelStrategy"),
         (["model=t5", "objective=span"], "encoder_bias"),
     ],
 )
