@@ -43,6 +43,31 @@ def test_tokenizer_round_trips_and_is_cached(topics, tmp_path, kind):
     assert trained3, "new data means a new tokenizer"
 
 
+def test_the_tokenizer_sample_is_bounded_in_characters_as_well_as_lines(topics, tmp_path, monkeypatch):
+    """Paragraph-long lines would let SentencePiece's line reservoir (input_sentence_size) hold a whole large
+    corpus: the line budget is cut to about tokenizer.input_characters at the corpus's mean line length, while
+    every line still streams past the reservoir (a uniform sample of all of it)."""
+    import sentencepiece as spm
+
+    seen: dict = {}
+    real_train = spm.SentencePieceTrainer.train
+
+    def train(**kwargs):
+        lines = list(kwargs.pop("sentence_iterator"))
+        seen.update(lines=len(lines), size=kwargs["input_sentence_size"], chars=sum(map(len, lines)))
+        return real_train(sentence_iterator=iter(lines), **kwargs)
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", train)
+    paragraphs = [" ".join(text.split())[:10_000] for text in topics] * 30  # one line per topic, 30 times
+    mean = sum(map(len, paragraphs)) / len(paragraphs)
+    budget = int(1_200 * mean)  # about 1,200 of the ~2,400 lines
+    train_or_load_tokenizer(paragraphs, "bpe", (), "bounded", tmp_path, vocab_size=400, input_characters=budget)
+    assert seen["lines"] == len(paragraphs)
+    assert abs(seen["size"] - 1_200) <= 1 and seen["size"] < len(paragraphs)
+    with pytest.raises(ConfigError, match="tokenizer.input_characters=0 must be an integer > 0"):
+        train_or_load_tokenizer(paragraphs, "bpe", (), "bounded", tmp_path, vocab_size=400, input_characters=0)
+
+
 def test_packed_blocks_keep_every_token_in_order():
     tokens = torch.arange(1000)
     length, stride = CausalLM().block_layout(31)

@@ -33,6 +33,7 @@ class TokenizerSchema:
     type: str = "bpe"
     vocab_size: int | None = None
     input_sentence_size: int = 2_000_000
+    input_characters: int = 50_000_000
     character_coverage: float = 0.9995
     path: str | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -82,6 +83,8 @@ def check_tokenizer_type(type: str) -> None:
 
 
 MAX_SENTENCE_CHARS = 16_384  # SentencePiece skips longer sentences (its limit is 64 KiB)
+SAMPLE_LINES_FOR_LENGTH = 10_000  # lines read to estimate the mean line length of a corpus
+MIN_SAMPLE_LINES = 1_000  # the smallest line sample SentencePiece is given (it needs more than 100)
 
 
 def _sentences(texts: Iterable[str]) -> Iterator[str]:
@@ -106,9 +109,12 @@ def train_or_load_tokenizer(
     vocab_size: int | None = None,
     input_sentence_size: int = 2_000_000,
     character_coverage: float = 0.9995,
+    input_characters: int = 50_000_000,
 ) -> tuple[Tokenizer, Path, bool]:
     """Train a tokenizer on `texts`, or reuse the one cached for this config and data fingerprint.
 
+    SentencePiece trains on a uniform sample (its reservoir) of at most `input_sentence_size` lines and about
+    `input_characters` characters, so its memory stays bounded however large the corpus.
     Returns the tokenizer, its file, and whether it was trained now (False on a cache hit).
     """
     check_tokenizer_type(type)
@@ -122,6 +128,10 @@ def train_or_load_tokenizer(
         "character_coverage": character_coverage,
         "data": data_fingerprint,
     }
+    if type != "char":
+        if not (isinstance(input_characters, int) and input_characters > 0):
+            raise ConfigError(f"tokenizer.input_characters={input_characters!r} must be an integer > 0")
+        settings["input_characters"] = input_characters
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "tokenizers" / f"{type}-{key}" / "tokenizer.model"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,7 @@ def train_or_load_tokenizer(
             data = CharTokenizer(vocab).to_bytes()
         else:
             data = _train_sentencepiece(
-                texts, type, vocab_size, special_tokens, input_sentence_size, character_coverage
+                texts, type, vocab_size, special_tokens, input_sentence_size, character_coverage, input_characters
             )
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
@@ -150,11 +160,18 @@ def _train_sentencepiece(
     special_tokens: tuple[str, ...] | list[str],
     input_sentence_size: int,
     character_coverage: float,
+    input_characters: int,
 ) -> bytes:
     model = io.BytesIO()
+    sentences = _sentences(texts)
+    # SentencePiece's reservoir counts lines: long lines (paragraphs) would let it keep the whole corpus, so the
+    # line budget is also cut to about `input_characters` at the mean length of the first lines
+    first = list(itertools.islice(sentences, SAMPLE_LINES_FOR_LENGTH))
+    mean_chars = max(1.0, sum(map(len, first)) / max(1, len(first)))
+    input_sentence_size = max(MIN_SAMPLE_LINES, min(input_sentence_size, int(input_characters / mean_chars)))
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_sentences(texts),
+            sentence_iterator=itertools.chain(first, sentences),
             model_writer=model,
             model_type=model_type,
             vocab_size=vocab_size,
