@@ -150,6 +150,9 @@ class RelativePositionBias(nn.Module):
         self.bidirectional = bidirectional
         self.num_buckets, self.max_distance = config.relative_buckets, config.relative_max_distance
         self.embedding = nn.Embedding(config.relative_buckets, config.n_head)
+        # every row of a batch shares this table; DP-SGD sets this to look it up once per row, so that each row's
+        # gradient of it can be taken (Opacus's embedding hooks see batch-first ids)
+        self.per_row_gradients = False
 
     def bucket(self, relative: torch.Tensor) -> torch.Tensor:
         """Map key-minus-query distances to buckets: exact for small ones, logarithmic up to max_distance."""
@@ -165,12 +168,15 @@ class RelativePositionBias(nn.Module):
         large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
         return buckets + torch.where(relative < max_exact, relative, large)
 
-    def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> torch.Tensor:
-        """The additive bias, shape (1, heads, q_len, k_len); queries start at position `q_offset` (a cache)."""
+    def forward(self, q_len: int, k_len: int, q_offset: int = 0, rows: int = 1) -> torch.Tensor:
+        """The additive bias, shape (1, heads, q_len, k_len), or (rows, heads, q_len, k_len) with
+        `per_row_gradients`; queries start at position `q_offset` (a cache)."""
         device = self.embedding.weight.device
         queries = torch.arange(q_offset, q_offset + q_len, device=device)
-        relative = torch.arange(k_len, device=device)[None, :] - queries[:, None]
-        return self.embedding(self.bucket(relative)).permute(2, 0, 1).unsqueeze(0)
+        buckets = self.bucket(torch.arange(k_len, device=device)[None, :] - queries[:, None])
+        if self.per_row_gradients:
+            return self.embedding(buckets.expand(rows, q_len, k_len)).permute(0, 3, 1, 2)
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
 
 
 def prepend_prefix(

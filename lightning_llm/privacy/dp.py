@@ -157,6 +157,9 @@ class DifferentialPrivacy:
 
         # Opacus's hooks fire on module outputs when the first layer's inputs are token ids: expected, harmless
         warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect")
+        for module in model.modules():  # tables every row shares (T5's relative position bias): looked up per row
+            if hasattr(module, "per_row_gradients"):
+                module.per_row_gradients = True
         try:
             self.hooks = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
         except (NotImplementedError, ValueError) as err:  # opacus.validators.UnsupportedModuleError is a ValueError

@@ -59,7 +59,9 @@ class T5(LanguageModel):
         """
         x, attention_mask, _ = prepend_prefix(self.prefix, self.wte(input_ids), attention_mask)
         t = x.size(1)
-        mask = attention_bias(attention_mask, causal=False, q_len=t, k_len=t, bias=self.encoder_bias(t, t))
+        mask = attention_bias(
+            attention_mask, causal=False, q_len=t, k_len=t, bias=self.encoder_bias(t, t, rows=x.size(0))
+        )
         x = self.drop(x)
         for block in self.encoder:
             x = run_block(block, self.activation_checkpointing, x, mask)
@@ -77,7 +79,7 @@ class T5(LanguageModel):
         t, s, past = decoder_input_ids.size(1), memory.size(1), cache.length if cache is not None else 0
         if attention_mask is not None and attention_mask.size(1) < s:  # memory has prefix positions first
             attention_mask = F.pad(attention_mask, (s - attention_mask.size(1), 0), value=1)
-        bias = self.decoder_bias(t, past + t, q_offset=past)
+        bias = self.decoder_bias(t, past + t, q_offset=past, rows=decoder_input_ids.size(0))
         self_mask = attention_bias(None, causal=True, q_len=t, k_len=past + t, bias=bias)
         cross_mask = None if attention_mask is None else attention_bias(attention_mask, False, t, s)
         x = self.drop(self.wte(decoder_input_ids))
