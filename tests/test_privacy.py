@@ -98,8 +98,8 @@ def test_an_empty_poisson_batch_is_a_noise_only_step():
 
 
 def test_under_ddp_each_process_draws_its_own_rows_and_every_draw_is_a_step(monkeypatch):
-    """Two processes' Poisson batches: disjoint rows, together each row once per epoch's share, the same number
-    of batches on both (an empty draw included, so neither waits for the other), the rate counting both."""
+    """Two processes' Poisson batches: disjoint rows, the same number of batches on both (an empty draw included,
+    so neither waits for the other), independent draws, the rate counting both."""
     from lightning_llm.privacy import dp
 
     privacy = DifferentialPrivacy(target_epsilon=None, noise_multiplier=1.0)
@@ -116,6 +116,7 @@ def test_under_ddp_each_process_draws_its_own_rows_and_every_draw_is_a_step(monk
     assert len(draws[0]) == len(draws[1]) == 20 and any(not batch for batch in draws[0])
     rows = [{row for batch in rank_draws for row in batch} for rank_draws in draws]
     assert not rows[0] & rows[1] and rows[0] | rows[1] <= set(range(40))
+    assert [len(b) for b in draws[0]] != [len(b) for b in draws[1]], "each process draws independently"
 
 
 def test_t5_span_corruption_trains_under_dp(make_cfg):

@@ -60,10 +60,11 @@ def _noise_only_optimizer(
     return NoiseOnlyWhenEmpty(optimizer, **settings)
 
 
-def _rank_poisson_sampler(rows: int, sample_rate: float, shuffle_seed: int, generator: torch.Generator) -> Any:
+def _rank_poisson_sampler(rows: int, sample_rate: float, seed: int) -> Any:
     """Opacus's DistributedUniformWithReplacementSampler (the rows shuffled by a seed every process shares, then
-    dealt out by rank; each process draws its own Poisson batches), except that an empty draw is a batch too, as
-    in the one-process sampler: every process then takes the same number of steps (an empty one adds no rows)."""
+    dealt out by rank; each process draws its own Poisson batches, from a generator seeded by its rank so that
+    the processes' draws are independent), except that an empty draw is a batch too, as in the one-process
+    sampler: every process then takes the same number of steps (an empty one adds no rows)."""
     from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler
 
     class EveryDraw(DistributedUniformWithReplacementSampler):
@@ -73,7 +74,9 @@ def _rank_poisson_sampler(rows: int, sample_rate: float, shuffle_seed: int, gene
             for _ in range(self.num_batches):
                 yield mine[torch.rand(len(mine), generator=self.generator) < self.sample_rate].tolist()
 
-    return EveryDraw(total_size=rows, sample_rate=sample_rate, shuffle_seed=shuffle_seed, generator=generator)
+    sampler = EveryDraw(total_size=rows, sample_rate=sample_rate, shuffle_seed=seed % 2**31)
+    sampler.generator = torch.Generator().manual_seed(seed + 1 + sampler.rank)
+    return sampler
 
 
 class _SkipEmpty:
@@ -189,11 +192,11 @@ class DifferentialPrivacy:
         of the rows); its collate, workers and seed are kept."""
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-        seed = torch.initial_seed() % 2**63
-        generator = torch.Generator().manual_seed(seed)
+        seed = torch.initial_seed() % 2**62
         if distributed_world() > 1:
-            sampler = _rank_poisson_sampler(len(loader.dataset), self.sample_rate, seed % 2**31, generator)
+            sampler = _rank_poisson_sampler(len(loader.dataset), self.sample_rate, seed)
         else:
+            generator = torch.Generator().manual_seed(seed)
             sampler = UniformWithReplacementSampler(
                 num_samples=len(loader.dataset), sample_rate=self.sample_rate, generator=generator
             )
