@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +124,27 @@ def test_per_step_values_are_logged_at_the_logging_cadence_only(smoke):
         assert steps == list(range(9, 100, 10)), (column, steps)
     tokens = {int(row["step"]): float(row["train/tokens"]) for row in rows if row.get("train/tokens")}
     assert tokens[99] == 100 * 8 * 32
+
+
+def _val_rows(out) -> list[tuple[int, float]]:
+    import csv
+
+    rows = csv.DictReader((out / "csv" / "metrics.csv").open())
+    return [(int(row["step"]), float(row["val/loss"])) for row in rows if row.get("val/loss")]
+
+
+def test_no_second_validation_when_fit_ended_on_one(smoke):
+    """Fit validated at its last step (100 = 4 x 25): the results take that validation instead of repeating it."""
+    out, results = smoke
+    rows = _val_rows(out)
+    assert [step for step, _ in rows] == [0, 24, 49, 74, 99], rows  # a repeat would log at step 100
+    assert results["metrics"]["val/loss"] == pytest.approx(rows[-1][1])
+
+
+def test_final_validation_runs_when_fit_ended_between_validations(make_cfg):
+    """Fit's last validation (step 4) saw older weights than the final ones (step 6): validate again."""
+    cfg = make_cfg("trainer.max_steps=6", "trainer.val_check_interval=4", "trainer.limit_val_batches=2")
+    results = train(cfg)
+    rows = _val_rows(Path(cfg.paths.output_dir))
+    assert [step for step, _ in rows][-2:] == [3, 6], rows  # the final validation logs at the global step
+    assert results["metrics"]["val/loss"] == pytest.approx(rows[-1][1])

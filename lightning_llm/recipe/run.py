@@ -287,14 +287,16 @@ class TrainingRecipe:
                 self.results.stability = callback.summary()
 
     def evaluate(self) -> None:
-        """Final validation (every rank), then forgetting and the eval suite: on rank 0 for a replicated model,
-        on every rank for a sharded one (its forward needs them all; rank 0 reports)."""
+        """Final validation (every rank; skipped when fit's last validation already saw these weights), then
+        forgetting and the eval suite: on rank 0 for a replicated model, on every rank for a sharded one (its
+        forward needs them all; rank 0 reports)."""
         cfg, trainer, model = self.cfg, self.trainer, self.model
         self.results.metrics = scalars(trainer.callback_metrics)
         if trainer.world_size > 1 and cfg.train:  # before validate(): its DDP wrap copies rank 0's weights to all
             self.results.replicas_in_sync = replicas_in_sync(trainer, model)
-        final = trainer.validate(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, verbose=False)
-        self.results.metrics.update(scalars(final[0]))
+        if not (cfg.train and self.module.validated_at_step == trainer.global_step):  # else fit just measured it
+            final = trainer.validate(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, verbose=False)
+            self.results.metrics.update(scalars(final[0]))
         if not (trainer.is_global_zero or sharded(model)):
             return
         if self.probe is not None:

@@ -68,6 +68,7 @@ class LanguageModelModule(pl.LightningModule):
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
         self.first_step_at: float | None = None  # wall-clock time the first training batch started
+        self.validated_at_step: int | None = None  # the step of fit's latest validation (not the sanity check)
         self.source_tokens: torch.Tensor | None = None  # tokens this rank read per source of a data mixture
         # DP-SGD (privacy=dp, lightning_llm.privacy): wraps the optimizer, counts the epsilon spent
         self.privacy = privacy
@@ -189,6 +190,8 @@ class LanguageModelModule(pl.LightningModule):
             self.log(f"val/{name}/loss", out.loss, batch_size=out.labels.size(0), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step
         if self.privacy is not None:  # the privacy budget spent so far, next to the validation loss
             self.log("privacy/epsilon", self.privacy.epsilon(), batch_size=1)
 
