@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_llm.data.shards import streaming_dataset
-from lightning_llm.data.text_files import split_pieces, text_pieces
+from lightning_llm.data.text_files import releasing_pages, split_pieces, text_pieces
 from lightning_llm.errors import ConfigError
+from lightning_llm.memory import drop_read_only_files
 from lightning_llm.recipe import train
 from lightning_llm.recipe.checks import check_config
 
@@ -28,6 +31,44 @@ def test_a_file_without_newlines_is_read_in_bounded_pieces(tmp_path):
     assert all(r["text"].endswith(" ") for r in rows[:-1]), "pieces end between words"
     rows = list(text_pieces([str(tmp_path / "paragraphs.txt")], "paragraph"))
     assert [r["text"] for r in rows] == ["first\nstill first", "second", "third"]
+    (tmp_path / "blanks.txt").write_text("word " * 20_000 + " " * 200_000 + "last")  # blanks, then one word
+    rows = list(text_pieces([str(tmp_path / "blanks.txt")], "document", piece_chars=65_536))
+    assert all(r["text"].strip() for r in rows), "a piece of nothing but blanks is no row"
+    assert rows[-1]["text"].strip() == "last" and rows[-1]["ends_document"]
+
+
+def _resident_arrow_bytes() -> int:
+    """Resident bytes of this process's mappings of Arrow files (Linux /proc/self/smaps)."""
+    total, arrow = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            arrow = fields[-1].endswith(".arrow")
+        elif arrow and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="page residency is read from /proc")
+def test_a_pass_over_an_arrow_table_keeps_only_a_bounded_part_resident(tmp_path):
+    """Reading a 32 MB column through `releasing_pages` leaves at most about its release interval of the table
+    resident (read plainly, all of it stays) and yields every row unchanged."""
+    import datasets
+
+    rows = [{"text": f"{i:07d} " + "x" * 4000} for i in range(8000)]  # 32 MB of text
+    ds = datasets.Dataset.from_generator(lambda: iter(rows), cache_dir=str(tmp_path))
+    ds = datasets.Dataset.from_file(ds.cache_files[0]["filename"])  # memory-mapped from its Arrow file
+    plain = sum(len(t) for t in ds["text"])
+    assert _resident_arrow_bytes() >= 30_000_000
+    drop_read_only_files(".arrow")
+    assert _resident_arrow_bytes() < 2**20
+    seen, peak = [], 0
+    for text in releasing_pages(ds["text"], every_chars=4_000_000):
+        seen.append(text[:7])
+        peak = max(peak, _resident_arrow_bytes()) if len(seen) % 500 == 0 else peak
+    assert seen == [f"{i:07d}" for i in range(8000)] and plain == 8000 * 4008
+    assert peak < 12_000_000, peak  # about the 4 MB interval, plus what Arrow reads ahead
+    assert _resident_arrow_bytes() < 2**20
 
 
 def test_one_long_line_trains_from_shards(make_cfg, tmp_path):
@@ -215,3 +256,111 @@ def test_results_name_the_shard_folder(sharded_run):
     out, _ = sharded_run
     data = json.loads((out / "results.json").read_text())["data"]
     assert data["format"] == "shards" and "/shards/" in data["shards"]
+
+
+def _topics_jsonl(path: Path, keys: list[str] | None = None) -> list[str]:
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in (keys if keys is not None else sorted(topics))]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return texts
+
+
+def test_a_streamed_corpus_goes_into_shards_with_no_stored_copy(make_cfg, tmp_path, cache_dir):
+    """data.streaming reads JSON lines with `datasets` streaming straight into the shards: no Arrow copy of the
+    text is written, every document lands in train or val whole (held out by a seeded hash), and it trains."""
+    texts = _topics_jsonl(tmp_path / "topics.jsonl")
+    arrow_before = set(Path(cache_dir).rglob("*.arrow"))
+    overrides = ["data=text", f"data.path={tmp_path / 'topics.jsonl'}", "data.format=shards", "data.streaming=true"]
+    results = train(make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=20", "~callbacks.sample"))
+    assert not set(Path(cache_dir).rglob("*.arrow")) - arrow_before, "a streamed corpus is never stored"
+    documents, characters = results["data"]["documents"], results["data"]["characters"]
+    assert documents["train"] + documents["val"] == len(texts) and 0 < documents["val"] < 0.35 * len(texts)
+    assert characters["train"] + characters["val"] == sum(map(len, texts))
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+
+
+def test_streamed_and_stored_reading_write_the_same_shards(make_cfg, tmp_path):
+    """With a validation file (no split), streaming the corpus and storing it first give the same tokens."""
+    _topics_jsonl(tmp_path / "train.jsonl")
+    _topics_jsonl(tmp_path / "val.jsonl", ["if", "for", "while"])
+    common = ["data=text", f"data.path={tmp_path / 'train.jsonl'}", f"data.val_path={tmp_path / 'val.jsonl'}"]
+    common += ["data.format=shards", "trainer.max_steps=2", "~callbacks.sample"]
+    stored = train(make_cfg(*common, output_dir=tmp_path / "stored"))["data"]
+    streamed = train(make_cfg(*common, "data.streaming=true", output_dir=tmp_path / "streamed"))["data"]
+    for key in ("tokens", "documents", "characters"):
+        assert streamed[key] == stored[key], key
+    assert streamed["shards"] != stored["shards"]
+
+
+def test_a_streamed_text_folder_holds_out_whole_documents(tmp_path):
+    """Text files stream in pieces, one stream shard per file; the hash split keeps every piece of a document
+    on one side, and every document on exactly one."""
+    import datasets
+
+    from lightning_llm.data.streamed import split_stream
+
+    for n in range(2):
+        paragraphs = [f"file{n} paragraph {i} " + "word " * (50 if i % 3 else 600) for i in range(60)]
+        (tmp_path / f"part{n}.txt").write_text("\n\n".join(paragraphs))
+    files = sorted(str(p) for p in tmp_path.glob("*.txt"))
+    kwargs = {"files": files, "sample_by": "paragraph", "piece_chars": 1000, "document_ids": True}
+    ds = datasets.IterableDataset.from_generator(text_pieces, gen_kwargs=kwargs)
+    train_part, val_part = split_stream(ds, 0.3, seed=1, key="k")
+    assert train_part.num_shards == val_part.num_shards == 2
+    sides: dict[str, dict[str, str]] = {"train": {}, "val": {}}
+    for side, part in (("train", train_part), ("val", val_part)):
+        for row in part:
+            sides[side][row["document"]] = sides[side].get(row["document"], "") + row["text"]
+    assert not set(sides["train"]) & set(sides["val"]), "no document on both sides"
+    whole = {f"{f}:{i}": None for f in files for i in range(60)}
+    assert set(sides["train"]) | set(sides["val"]) == set(whole)
+    assert all(text.endswith("word ") and text.count("paragraph") == 1 for s in sides.values() for text in s.values())
+    assert 0.15 < len(sides["val"]) / 120 < 0.45
+    again = split_stream(ds, 0.3, seed=1, key="k")[1]
+    assert {row["document"] for row in again} == set(sides["val"]), "the same split every time"
+
+
+def test_a_hub_name_is_read_by_streaming(make_cfg, tmp_path, monkeypatch):
+    """A `datasets` name (online) goes through `load_dataset(..., streaming=True)` and the same path as local
+    streams; here the Hub is stood in for by a local JSON stream of the same type (`IterableDataset`)."""
+    import datasets
+
+    texts = _topics_jsonl(tmp_path / "topics.jsonl")
+    real, calls = datasets.load_dataset, []
+
+    def hub(name, *args, **kwargs):
+        calls.append((name, kwargs.get("streaming")))
+        return real("json", data_files=str(tmp_path / "topics.jsonl"), split="train", streaming=True)
+
+    monkeypatch.setattr("lightning_llm.data.loading.hub_available", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    overrides = ["data=text", "data.path=someone/topics", "data.format=shards", "data.streaming=true"]
+    results = train(make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample"))
+    assert calls and all(call == ("someone/topics", True) for call in calls)
+    assert sum(results["data"]["documents"].values()) == len(texts)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("data.format=memory",), "data.streaming=true writes token shards as it reads"),
+        (("data.holdout=tail",), "data.holdout=tail needs the corpus's length"),
+        (("data.pipeline=[quality]",), "data.pipeline needs the whole corpus at once"),
+        (("data.canaries.n=2",), "data.canaries are planted into stored documents"),
+    ],
+)
+def test_what_a_stream_cannot_do_is_refused_up_front(make_cfg, overrides, message):
+    fmt = [] if any("format" in o for o in overrides) else ["data.format=shards"]
+    with pytest.raises(ConfigError, match=message):
+        check_config(make_cfg(*fmt, "data.streaming=true", *overrides))
+
+
+def test_an_empty_stream_and_a_document_cap_on_text_pieces_are_one_line(make_cfg, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n\nthree")
+    stream = ["data=text", "data.format=shards", "data.streaming=true"]
+    with pytest.raises(ConfigError, match=r"empty.jsonl' has no rows: the corpus is empty"):
+        train(make_cfg(*stream, f"data.path={tmp_path / 'empty.jsonl'}"))
+    with pytest.raises(ConfigError, match=r"data.max_documents with data.streaming counts rows of whole documents"):
+        train(make_cfg(*stream, f"data.path={tmp_path / 'a.txt'}", "data.max_documents=2", output_dir=tmp_path / "b"))

@@ -37,7 +37,16 @@ from lightning_llm.data.sampling import (
     train_loader,
 )
 from lightning_llm.data.shards import ShardStore, check_format
-from lightning_llm.data.text_files import count_documents, keep_text, split_pieces
+from lightning_llm.data.streamed import (
+    check_streaming,
+    first_characters,
+    is_stream,
+    split_stream,
+    stream_columns,
+    stream_key,
+    take_documents,
+)
+from lightning_llm.data.text_files import count_documents, keep_text, releasing_pages, split_pieces
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
@@ -97,6 +106,7 @@ class TextDataModule(pl.LightningDataModule):
         canaries: dict[str, Any] | None = None,
         format: str = "memory",
         shard_dir: str | None = None,
+        streaming: bool = False,
         pipeline: list[str | dict] | None = None,
         pipeline_settings: dict[str, dict] | None = None,
         pipeline_engine: str = "local",
@@ -132,6 +142,8 @@ class TextDataModule(pl.LightningDataModule):
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = Path(cache_dir)
         check_format(format, packing, windows, shard_dir)
+        check_streaming(streaming, format, holdout, self.pipeline, self.canaries)
+        self.streaming = streaming
         self.shards = (
             ShardStore(shard_dir, self.cache_dir, self.source_names, num_proc or os.cpu_count() or 1)
             if format == "shards"
@@ -162,18 +174,29 @@ class TextDataModule(pl.LightningDataModule):
         settings = {"name": self.name, "split": self.split, "text_column": self.text_column}
         settings |= {"sample_by": self.sample_by, **(options or {})}
         in_pieces = self.shards is not None
-        ds = load_rows(path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"], in_pieces)
+        ds = load_rows(
+            path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"], in_pieces, self.streaming
+        )
         column = settings["text_column"]
-        columns = {"text": column} | ({"ends_document": "ends_document"} if "ends_document" in ds.column_names else {})
-        ds = select_columns(ds, columns, path, key_prefix=key.replace(".path", ".text_column"))
-        ds = ds.filter(keep_text, batched=True)
-        if len(ds) == 0:
+        if is_stream(ds) and next(iter(ds.take(1)), None) is None:
+            raise ConfigError(f"{key}={path!r} has no rows: the corpus is empty")
+        pieces = [name for name in ("ends_document", "document") if name in stream_columns(ds)]
+        ds = select_columns(
+            ds, {"text": column} | {name: name for name in pieces}, path, key.replace(".path", ".text_column")
+        )
+        if not pieces:  # text read in pieces has no blank rows
+            ds = ds.filter(keep_text, batched=True)
+        if is_stream(ds):
+            ds._fingerprint = stream_key(path, settings)
+        elif len(ds) == 0:
             raise ConfigError(f"{key}={path!r} has no text in column {column!r}: the corpus is empty")
         return ds
 
     def _load_raw(self, source: Source):
         ds = self._load_texts(source.path, source.key, source.options)
-        if self.max_documents:
+        if self.max_documents and is_stream(ds):
+            ds = take_documents(ds, self.max_documents, source.key)
+        elif self.max_documents:
             ds = ds.select(range(min(self.max_documents, len(ds))))
         if self.pipeline:
             eval_texts = [t for path in self.decontaminate_paths for t in read_texts(path)]
@@ -199,12 +222,17 @@ class TextDataModule(pl.LightningDataModule):
         if self.canaries.get("n"):
             parts = self._plant_canaries(parts)
         train = datasets.concatenate_datasets([part[0] for part in parts.values()])
-        self.train_texts = train["text"]
         if not self.mixed and "pipeline" in self.stats:
             self.stats["pipeline"] = self.stats["pipeline"][""]
-
+        if is_stream(train):  # the tokenizer trains on the stream's opening (a sample would read all of it)
+            fingerprint = hashlib.sha256("-".join(part[0]._fingerprint for part in parts.values()).encode())
+            fingerprint, cap = fingerprint.hexdigest()[:16], self._tokenizer_characters()
+            texts = first_characters((row["text"] for row in train), cap)
+        else:
+            self.train_texts = train["text"]
+            fingerprint, texts = train._fingerprint, releasing_pages(train["text"])
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
-            self.tokenizer_config, train["text"], train._fingerprint, self.objective, self.cache_dir
+            self.tokenizer_config, texts, fingerprint, self.objective, self.cache_dir
         )
         self.objective.bind_tokenizer(self.tokenizer)
         tokenizer_key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
@@ -218,11 +246,13 @@ class TextDataModule(pl.LightningDataModule):
             streams = []
             for name, part in parts.items():
                 counts = per_source.setdefault(name, {"documents": {}, "characters": {}, "tokens": {}})
-                counts["documents"][split] = count_documents(part[index])
-                counts["characters"][split] = int(sum(len(t) for t in part[index]["text"]))
-                if self.shards is not None:
+                if self.shards is not None:  # counted while the shards were written
+                    for key, value in self.shards.counts[name, split].items():
+                        counts[key][split] = value
                     counts["tokens"][split] = self.shards.tokens[name, split]
                     continue
+                counts["documents"][split] = count_documents(part[index])
+                counts["characters"][split] = int(sum(len(t) for t in part[index]["text"]))
                 streams.append(self._tokenize(part[index], tokenizer_key))
                 counts["tokens"][split] = len(streams[-1])
             if streams:
@@ -240,6 +270,11 @@ class TextDataModule(pl.LightningDataModule):
         )
         self._check_blocks(per_source)
         self._prepared = True
+
+    def _tokenizer_characters(self) -> int:
+        """How much text a tokenizer trained here reads (`tokenizer.input_characters`)."""
+        config = self.tokenizer_config if isinstance(self.tokenizer_config, dict) else {}
+        return int(config.get("input_characters") or 50_000_000)
 
     def _plant_canaries(self, parts: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
         """Insert `data.canaries` into the first source's training documents (never into validation), with a
@@ -278,6 +313,10 @@ class TextDataModule(pl.LightningDataModule):
 
     def _split(self, ds, source: Source):
         """(train, val): a separate validation file, the contiguous tail, or held-out documents."""
+        if is_stream(ds):  # held-out documents by a seeded hash, or a validation stream
+            if self.val_path:
+                return ds, self._load_texts(self.val_path, "data.val_path")
+            return split_stream(ds, self.val_fraction, self.split_seed, ds._fingerprint)
         if "ends_document" in ds.column_names:  # text read in pieces (shards): split without reordering them
             return split_pieces(ds, self.holdout, self.val_fraction, self.split_seed, source.path)
         if self.val_path:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
+from lightning_llm.data.streamed import stream_columns
 from lightning_llm.data.text_files import text_pieces
 from lightning_llm.errors import ConfigError
 from lightning_llm.hub import hub_available
@@ -35,10 +36,18 @@ def check_data_path(path: str, key: str = "data.path") -> None:
 
 
 def load_rows(
-    path: str, name: str | None, split: str, cache_dir: Path, sample_by: str = "document", in_pieces: bool = False
+    path: str,
+    name: str | None,
+    split: str,
+    cache_dir: Path,
+    sample_by: str = "document",
+    in_pieces: bool = False,
+    streaming: bool = False,
 ):
     """A `datasets.Dataset` from an embedded corpus, a local file or folder, or a `datasets` name. With
     `in_pieces`, text files are read a block at a time into rows of bounded size (`text_files.text_pieces`).
+    With `streaming`, a `datasets.IterableDataset` instead: the rows are read as they are used, never stored
+    (text files in pieces that name their documents, one stream shard per file).
 
     Files are untrusted input: text that is not UTF-8 and JSON lines that do not parse are named (file, line,
     offset) in one line, and no progress bar is printed before such an error."""
@@ -60,7 +69,7 @@ def load_rows(
                     f"data.path={path!r} is a `datasets` hub name and the Hugging Face Hub is unreachable "
                     "(or an HF_*_OFFLINE switch is set): give a local file with the same columns"
                 )
-            return datasets.load_dataset(source, name, split=split, cache_dir=cache)
+            return datasets.load_dataset(source, name, split=split, cache_dir=cache, streaming=streaming)
         local = Path(source).expanduser()
         files = sorted(str(p) for p in local.rglob("*") if p.suffix in _BUILDERS) if local.is_dir() else [str(local)]
         suffixes = {Path(f).suffix for f in files}
@@ -70,14 +79,21 @@ def load_rows(
                 f"data.path={path!r} holds no readable files of one kind: "
                 f"give .txt/.md, .json/.jsonl, .csv or .parquet files (found {sorted(suffixes)})"
             )
+        if all(os.path.getsize(f) == 0 for f in files):
+            raise ConfigError(f"data.path={path!r} has no rows: the corpus is empty")
         builder = builders.pop()
+        if builder == "text" and streaming:
+            pieces = {"files": files, "sample_by": sample_by, "document_ids": True}
+            return datasets.IterableDataset.from_generator(text_pieces, gen_kwargs=pieces)
         if builder == "text" and in_pieces:
             stamps = [[os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]  # keys the cache by content
             return datasets.Dataset.from_generator(
                 text_pieces, gen_kwargs={"files": files, "sample_by": sample_by, "stamps": stamps}, cache_dir=cache
             )
         extra = {"sample_by": sample_by} if builder == "text" else {}
-        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache, **extra)
+        return datasets.load_dataset(
+            builder, data_files=files, split="train", cache_dir=cache, streaming=streaming, **extra
+        )
     except ConfigError:
         raise
     except Exception as err:
@@ -159,10 +175,11 @@ def explain_load_error(err: Exception, path: str, files: list[str]) -> ConfigErr
 
 def select_columns(ds, columns: dict[str, str], path: str, key_prefix: str = "data"):
     """Keep `columns` ({our name: the data's column}) under our names; name a missing column in one line."""
+    found = stream_columns(ds)
     for ours, theirs in columns.items():
-        if theirs not in ds.column_names:
+        if theirs not in found:
             key = key_prefix if "." in key_prefix else f"{key_prefix}.{ours}_column"
-            raise ConfigError(f"{key}={theirs!r} is not a column of {path!r}: its columns are {ds.column_names}")
+            raise ConfigError(f"{key}={theirs!r} is not a column of {path!r}: its columns are {found}")
     ds = ds.select_columns(list(dict.fromkeys(columns.values())))
     renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
     return ds.rename_columns(renames) if renames else ds

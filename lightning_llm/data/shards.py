@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_llm.data.streamed import is_stream
+from lightning_llm.data.text_files import RELEASE_CHARS
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
+from lightning_llm.memory import drop_read_only_files
 
 log = get_logger(__name__)
 
@@ -72,20 +76,37 @@ def _row_ranges(ds) -> list[tuple[int, int]]:
 
 
 class _TokenizeRows:
-    """What each optimize worker runs: tokenize rows [start, end) and yield one token array per row, with eos
-    after each row that ends its document."""
+    """What each optimize worker runs on one input: tokenize its rows and yield one token array per row, with eos
+    after each row that ends its document. An input is a row range [start, end) of an Arrow table, or the index
+    of one shard of a streamed dataset (`datasets.IterableDataset`: its rows are never stored). The characters and
+    documents it read go to a small file in `counts_dir`, so that nothing reads the text again to count them."""
 
-    def __init__(self, ds, tokenizer, dtype: np.dtype) -> None:
-        self.ds, self.tokenizer, self.dtype = ds, tokenizer, dtype
+    def __init__(self, ds, tokenizer, dtype: np.dtype, counts_dir: str) -> None:
+        self.ds, self.tokenizer, self.dtype, self.counts_dir = ds, tokenizer, dtype, counts_dir
+        self.read = 0  # characters read since the last release of Arrow pages
 
-    def __call__(self, rows: tuple[int, int]) -> Iterator[torch.Tensor]:
-        eos = self.tokenizer.eos_id
-        for at in range(rows[0], rows[1], _ROWS_PER_CALL):
-            batch = self.ds[at : min(at + _ROWS_PER_CALL, rows[1])]
+    def _batches(self, item: tuple[int, int] | int) -> Iterator[dict[str, list]]:
+        if isinstance(item, int):
+            yield from self.ds.shard(num_shards=self.ds.num_shards, index=item).iter(batch_size=_ROWS_PER_CALL)
+            return
+        for at in range(item[0], item[1], _ROWS_PER_CALL):
+            yield self.ds[at : min(at + _ROWS_PER_CALL, item[1])]
+
+    def __call__(self, item: tuple[int, int] | int) -> Iterator[torch.Tensor]:
+        eos, characters, documents = self.tokenizer.eos_id, 0, 0
+        for batch in self._batches(item):
+            read = sum(map(len, batch["text"]))
+            characters, self.read = characters + read, self.read + read
+            if self.read >= RELEASE_CHARS:  # the rows' Arrow pages leave this worker's memory as it goes
+                drop_read_only_files(".arrow")
+                self.read = 0
             ends = batch.get("ends_document") or [True] * len(batch["text"])
+            documents += sum(ends)
             for ids, last in zip(self.tokenizer.encode_batch(batch["text"]), ends, strict=True):
                 if ids or last:
                     yield torch.from_numpy(np.asarray(ids + [eos] if last else ids, dtype=self.dtype))
+        name = f"{item[0] if isinstance(item, tuple) else item}.json"
+        (Path(self.counts_dir) / name).write_text(json.dumps({"characters": characters, "documents": documents}))
 
 
 def check_reachable(url: str, key: str) -> None:
@@ -143,27 +164,38 @@ def _keep_process_state() -> Iterator[None]:
 
 
 def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_workers: int) -> dict[str, Any]:
-    """Tokenize the rows of `ds` (a `text` column, optionally `ends_document`) into LitData token chunks in
-    `folder`; write the manifest last, so an interrupted write is redone, never half-reused."""
+    """Tokenize the rows of `ds` (a `text` column, optionally `ends_document`; an Arrow table or a streamed
+    `datasets.IterableDataset`) into LitData token chunks in `folder`; write the manifest (with the tokens,
+    characters and documents written) last, so an interrupted write is redone, never half-reused."""
     from litdata import TokensLoader, optimize
 
     if not is_remote(folder) and Path(folder).exists():
         shutil.rmtree(folder)  # no manifest: a write that did not finish
     dtype = token_dtype(tokenizer.vocab_size)
-    with _keep_process_state():
+    streamed = is_stream(ds)
+    inputs = list(range(ds.num_shards)) if streamed else _row_ranges(ds)
+    with tempfile.TemporaryDirectory(prefix="lightning-llm-counts-") as counts_dir, _keep_process_state():
         optimize(
-            fn=_TokenizeRows(ds, tokenizer, dtype),
-            inputs=_row_ranges(ds),
+            fn=_TokenizeRows(ds, tokenizer, dtype, counts_dir),
+            inputs=inputs,
             output_dir=folder,
             chunk_bytes="64MB",
             item_loader=TokensLoader(),
-            num_workers=max(1, num_workers),
+            num_workers=max(1, min(num_workers, len(inputs))),
             start_method="fork",
             verbose=False,
             reorder_files=False,
         )
+        counts = [json.loads(p.read_text()) for p in Path(counts_dir).glob("*.json")]
     index = json.loads((Path(folder) / "index.json").read_text())
-    manifest = {**manifest, "tokens": int(sum(chunk["dim"] for chunk in index["chunks"])), "dtype": dtype.name}
+    unfinished = not streamed and len(ds) and "ends_document" in ds.column_names and not ds[-1]["ends_document"]
+    manifest = {
+        **manifest,
+        "tokens": int(sum(chunk["dim"] for chunk in index["chunks"])),
+        "characters": sum(c["characters"] for c in counts),
+        "documents": sum(c["documents"] for c in counts) + int(unfinished),  # a split through a document: +1
+        "dtype": dtype.name,
+    }
     if not is_remote(folder):
         tmp = Path(folder) / f"{MANIFEST}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(manifest, indent=2))
@@ -248,6 +280,7 @@ class ShardStore:
         self.key = "data.shard_dir" if root else "data.cache_dir"
         self.folders: dict[tuple[str, str], str] = {}
         self.tokens: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str], dict[str, int | None]] = {}  # characters and documents written
         self.location: str | None = None  # the folder the shards are in, once built
 
     def build(self, parts: dict[str, tuple[Any, Any]], tokenizer, tokenizer_key: str, pipeline: str) -> None:
@@ -261,9 +294,10 @@ class ShardStore:
                 expected = {"data": ds._fingerprint, "tokenizer": tokenizer_key, "pipeline": pipeline}
                 manifest = read_manifest(folder) if check_manifest(folder, expected, self.key) else None
                 if manifest is None:
-                    log.info("tokenizing %s rows of %s into shards at %s", len(ds), split, folder)
+                    log.info("tokenizing the %s rows into shards at %s", split, folder)
                     manifest = write_shards(ds, tokenizer, folder, expected, self.num_workers)
                 self.folders[name, split], self.tokens[name, split] = folder, manifest["tokens"]
+                self.counts[name, split] = {k: manifest.get(k) for k in ("characters", "documents")}
 
     def blocks(self, split: str, length: int) -> int:
         return sum(self.tokens[name, split] // length for name in self.names)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from lightning_llm.memory import drop_read_only_files
+
 PIECE_CHARS = 1 << 20  # the longest row: a longer document comes in several rows of about this size
+RELEASE_CHARS = 1 << 26  # a pass over an Arrow table gives back the pages it has read every this many characters
 
 
 def _cut(text: str, limit: int) -> int:
@@ -18,28 +21,38 @@ def _cut(text: str, limit: int) -> int:
     return limit
 
 
-def text_pieces(files: list[str], sample_by: str, piece_chars: int = PIECE_CHARS, **_: Any) -> Iterator[dict]:
+def _row(text: str, ends: bool, file: str, number: int, document_ids: bool) -> dict:
+    return {"text": text, "ends_document": ends} | ({"document": f"{file}:{number}"} if document_ids else {})
+
+
+def text_pieces(
+    files: list[str], sample_by: str, piece_chars: int = PIECE_CHARS, document_ids: bool = False, **_: Any
+) -> Iterator[dict]:
     """Rows {"text", "ends_document"} of UTF-8 text files: a document is a file, a paragraph or a line
     (`sample_by`); one longer than `piece_chars` comes in several rows, only the last ending it. Blank documents
-    are skipped. Extra keyword arguments (e.g. the files' sizes and times) only key the `datasets` cache."""
+    are skipped (and so are pieces of nothing but blanks). With `document_ids` each row also names its document
+    ("<file name>:<number in the file>"). Extra keyword arguments (e.g. the files' sizes and times) only key the
+    `datasets` cache."""
     separator = {"line": "\n", "paragraph": "\n\n"}.get(sample_by)
     for name in files:
-        buffer, unfinished = "", False
+        buffer, unfinished, number = "", False, 0
         with open(name, encoding="utf-8", newline="") as f:
             while block := f.read(piece_chars):
                 buffer += block
                 if separator is not None and (at := buffer.rfind(separator)) >= 0:
                     for document in buffer[:at].split(separator):
                         if unfinished or document.strip():
-                            yield {"text": document, "ends_document": True}
+                            yield _row(document, True, name, number, document_ids)
+                            number += 1
                         unfinished = False
                     buffer = buffer[at + len(separator) :]
                 while len(buffer) > piece_chars:  # a long stretch without a document boundary
                     cut = _cut(buffer, piece_chars)
-                    yield {"text": buffer[:cut], "ends_document": False}
+                    if buffer[:cut].strip():  # a stretch of blanks is no text
+                        yield _row(buffer[:cut], False, name, number, document_ids)
                     buffer, unfinished = buffer[cut:], True
         if unfinished or buffer.strip():
-            yield {"text": buffer, "ends_document": True}
+            yield _row(buffer, True, name, number, document_ids)
 
 
 def split_pieces(ds, holdout: str, val_fraction: float, seed: int, path: str):
@@ -65,9 +78,22 @@ def split_pieces(ds, holdout: str, val_fraction: float, seed: int, path: str):
 
 
 def keep_text(batch: dict[str, list]) -> list[bool]:
-    """`datasets.filter` predicate: rows with text, and rows that end a document read in pieces."""
-    ends = batch.get("ends_document") or [False] * len(batch["text"])
-    return [bool(text and text.strip()) or end for text, end in zip(batch["text"], ends, strict=True)]
+    """`datasets.filter` predicate: rows with text (text read in pieces needs none: `text_pieces` skips blanks)."""
+    return [bool(text and text.strip()) for text in batch["text"]]
+
+
+def releasing_pages(texts: Iterable[str], every_chars: int = RELEASE_CHARS) -> Iterator[str]:
+    """`texts` (e.g. an Arrow table's column), giving back the pages of the Arrow files read so far every
+    `every_chars` characters and at the end: a pass over a corpus larger than memory keeps about `every_chars`
+    of it resident, not all it has read."""
+    read = 0
+    for text in texts:
+        yield text
+        read += len(text)
+        if read >= every_chars:
+            drop_read_only_files(".arrow")
+            read = 0
+    drop_read_only_files(".arrow")
 
 
 def count_documents(ds) -> int:
@@ -87,7 +113,7 @@ def _split_tail(ds, val_fraction: float, path: str):
 
     from lightning_llm.errors import ConfigError
 
-    sizes = np.fromiter((len(text) for text in ds["text"]), dtype=np.int64, count=len(ds))
+    sizes = np.fromiter((len(text) for text in releasing_pages(ds["text"])), dtype=np.int64, count=len(ds))
     target = int(sizes.sum() * (1 - val_fraction))
     row = int(np.searchsorted(np.cumsum(sizes), target, side="right"))
     if row >= len(ds):

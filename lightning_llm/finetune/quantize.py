@@ -3,16 +3,14 @@ linear layers, for QLoRA's base and for inference (`quantize=` of generation and
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
-import mmap
-import sys
 
 import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune.base import replace_module
+from lightning_llm.memory import drop_pages, file_mappings
 from lightning_llm.models import LanguageModel
 
 #: `quantize=` options: weights of the transformer blocks' linear layers in 8 or 4 bits (embeddings, heads stay)
@@ -60,32 +58,17 @@ def quantize_int8(linear: nn.Linear) -> nn.Module:
     return quantized.to(linear.weight.device)
 
 
-def _file_mappings() -> list[tuple[int, int]]:
-    """The address ranges of this process's memory mapped from files (Linux: /proc/self/maps)."""
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
-                start, end = (int(a, 16) for a in fields[0].split("-"))
-                ranges.append((start, end))
-    return ranges
-
-
 def release_file_pages(tensor: torch.Tensor) -> None:
     """Take the pages of a tensor memory-mapped from a checkpoint file out of this process's resident memory
-    (Linux `madvise(MADV_DONTNEED)`; a later read maps them in again from the file). Called once a weight is
-    quantized, so that the float32 checkpoint is never resident as a whole. Tensors in ordinary (anonymous)
-    memory are left alone: dropping their pages would lose their values."""
-    if sys.platform != "linux" or tensor.device.type != "cpu" or not tensor.numel():
+    (`lightning_llm.memory`; a later read maps them in again from the file). Called once a weight is quantized, so
+    that the float32 checkpoint is never resident as a whole. Tensors in ordinary (anonymous) memory are left
+    alone: dropping their pages would lose their values."""
+    if tensor.device.type != "cpu" or not tensor.numel():
         return
     start = tensor.untyped_storage().data_ptr()
     end = start + tensor.untyped_storage().nbytes()
-    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
-    if last <= first or not any(lo <= start and end <= hi for lo, hi in _file_mappings()):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+    if any(m.start <= start and end <= m.end for m in file_mappings()):
+        drop_pages(start, end)
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:

@@ -18,6 +18,7 @@ from lightning_llm.data.loading import check_data_path, check_loader_settings, c
 from lightning_llm.data.mixture import parse_sources
 from lightning_llm.data.pipeline import check_engine
 from lightning_llm.data.shards import check_format
+from lightning_llm.data.streamed import check_streaming
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
@@ -135,6 +136,13 @@ def check_packing(cfg: DictConfig) -> None:
         )
     check_window_settings(cfg.data.get("windows", "grid"), packing)
     check_format(cfg.data.get("format", "memory"), packing, cfg.data.get("windows", "grid"), cfg.data.get("shard_dir"))
+    check_streaming(
+        bool(cfg.data.get("streaming", False)),
+        cfg.data.get("format", "memory"),
+        cfg.data.get("holdout", "documents"),
+        list(cfg.data.get("pipeline") or []),
+        dict(cfg.data.get("canaries") or {}),
+    )
     family = model_family(cfg)
     if packing == "doc_mask" and not family.model_class.document_masks:
         raise ConfigError(

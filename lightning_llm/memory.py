@@ -1,0 +1,53 @@
+"""The resident memory of memory-mapped files (Linux): where a process maps files, and giving their pages back.
+
+A page of a file mapping that was only read can leave the process (`madvise(MADV_DONTNEED)`): the next read maps
+it in again from the page cache or the file. Long passes over memory-mapped data (Arrow tables, checkpoints) call
+this so that what they have read does not stay resident, and a process's peak memory stays near what it computes
+with rather than growing with the files it reads. Elsewhere (other systems, anonymous memory) nothing is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+from typing import NamedTuple
+
+
+class FileMapping(NamedTuple):
+    start: int
+    end: int
+    writable: bool
+    path: str
+
+
+def file_mappings() -> list[FileMapping]:
+    """This process's memory mapped from files (`/proc/self/maps`); empty where there is no such file."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            found.append(FileMapping(start, end, fields[1][1] == "w", fields[5].rstrip("\n")))
+    return found
+
+
+def drop_pages(start: int, end: int) -> None:
+    """Take the whole pages in [start, end) out of this process's resident memory. Only for memory mapped from a
+    file and not written to: the pages of anonymous or modified memory would lose their values."""
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if sys.platform == "linux" and last > first:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+
+
+def drop_read_only_files(suffix: str) -> None:
+    """Give back the pages of every read-only mapping of a file whose name ends with `suffix` (e.g. ".arrow")."""
+    for mapping in file_mappings():
+        if not mapping.writable and mapping.path.endswith(suffix):
+            drop_pages(mapping.start, mapping.end)
