@@ -248,11 +248,12 @@ def main(quick: bool, slow: bool = False, num_proc: int | None = None, datasketc
     return rows
 
 
-def main_engines(quick: bool, slow: bool) -> list[dict]:
-    """Local vs Ray Data, 1 and 2 workers: print the documents/s table, return its rows."""
+def main_engines(quick: bool, slow: bool, near_only: bool = False) -> list[dict]:
+    """Local vs Ray Data, 1 and 2 workers: print the documents/s table, return its rows. `near_only`: near dedup
+    of the short documents, with the whole pipeline over a 2 MB corpus only (e.g. the 1M row alone)."""
     datasets.disable_progress_bars()
-    megabytes = 2 if quick else 20
-    sizes = [20_000] if quick else [100_000] + ([1_000_000] if slow else [])
+    megabytes = 2 if quick or near_only else 20
+    sizes = [20_000] if quick else ([] if near_only else [100_000]) + ([1_000_000] if slow else [])
     print(f"[bench] engines over {megabytes} MB of generated text and {sizes} short documents", flush=True)
     rows = measure_engines(corpus(megabytes), sizes)
     columns = ["step", "documents", "removed", *(f"{e} {w}" for e, w in ENGINES), "ray 2 / local 2"]
@@ -269,9 +270,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--num-proc", type=int, default=None, help="datasets.map workers (default: in-process)")
     p.add_argument("--datasketch", action="store_true", help="also time datasketch on 20k short documents")
     p.add_argument("--engines", action="store_true", help="local vs Ray Data, 1 and 2 workers (documents/s)")
+    p.add_argument("--near-only", action="store_true", help="with --engines --slow: the 1M near-dedup row only")
     args = p.parse_args(argv)
     if args.engines:
-        main_engines(args.quick, args.slow)
+        main_engines(args.quick, args.slow, args.near_only)
         return 0
     main(args.quick, slow=args.slow, num_proc=args.num_proc, datasketch=args.datasketch)
     return 0

@@ -35,7 +35,8 @@ log = get_logger(__name__)
 MANIFEST = "lightning_llm.json"
 REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "azure://", "hf://")
 ROWS_PER_INPUT = 2048  # text rows one optimize input tokenizes (a worker's unit of work)
-_ROWS_PER_CALL = 64  # rows per encode_batch call
+_ROWS_PER_CALL = 64  # rows read at a time
+_CHARS_PER_CALL = 1 << 22  # characters per encode_batch call (threads share it); ids come back as Python ints
 
 
 def is_remote(path: str) -> bool:
@@ -75,6 +76,20 @@ def _row_ranges(ds) -> list[tuple[int, int]]:
     return ranges
 
 
+def _groups_of_characters(
+    texts: list[str], ends: list[bool], characters: int
+) -> Iterator[tuple[list[str], list[bool]]]:
+    """Consecutive rows in groups of about `characters` characters (a longer row alone)."""
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        if size and size + len(text) > characters:
+            yield texts[start:i], ends[start:i]
+            start, size = i, 0
+        size += len(text)
+    if start < len(texts):
+        yield texts[start:], ends[start:]
+
+
 class _TokenizeRows:
     """What each optimize worker runs on one input: tokenize its rows and yield one token array per row, with eos
     after each row that ends its document. An input is a row range [start, end) of an Arrow table, or the index
@@ -102,9 +117,10 @@ class _TokenizeRows:
                 self.read = 0
             ends = batch.get("ends_document") or [True] * len(batch["text"])
             documents += sum(ends)
-            for ids, last in zip(self.tokenizer.encode_batch(batch["text"]), ends, strict=True):
-                if ids or last:
-                    yield torch.from_numpy(np.asarray(ids + [eos] if last else ids, dtype=self.dtype))
+            for texts, group_ends in _groups_of_characters(batch["text"], ends, _CHARS_PER_CALL):
+                for ids, last in zip(self.tokenizer.encode_batch(texts), group_ends, strict=True):
+                    if ids or last:
+                        yield torch.from_numpy(np.asarray(ids + [eos] if last else ids, dtype=self.dtype))
         name = f"{item[0] if isinstance(item, tuple) else item}.json"
         (Path(self.counts_dir) / name).write_text(json.dumps({"characters": characters, "documents": documents}))
 
