@@ -2,7 +2,9 @@
 copied): 4 layers x 4 heads x 128, block 64, batch 12, 2000 iterations, no dropout, no biases, GELU, weight tying,
 N(0, 0.02) init with the residual projections scaled by 1/sqrt(2 L), AdamW (lr 1e-3, betas 0.9/0.99, weight decay
 0.1 on matrices only), 100 warmup iterations then cosine to 1e-4, gradient clipping at 1.0, batches of random
-contiguous windows of the training stream, validation every 250 iterations on 20 batches.
+contiguous windows of the training stream. Every 250 iterations (and at the last) it does what nanoGPT's
+`estimate_loss` does with `--eval_iters=20` (its CPU command): the mean loss of 20 batches of each split, train
+and val; and, like nanoGPT, it saves a checkpoint (model and optimizer) when the val loss improved.
 
 `python -m bench.nanogpt_reference TRAIN HELDOUT OUT [SEED] [ITERS]` trains and writes OUT/model.pt and
 OUT/timing.json.
@@ -90,16 +92,25 @@ def main(train_file: str, heldout_file: str, out: str, seed: str = "1337", iters
     groups = [{"params": matrices, "weight_decay": DECAY}, {"params": others, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=LR, betas=BETAS, fused=True)
     generator = torch.Generator().manual_seed(int(seed))
-    first_step = None
+    first_step, best_val = None, math.inf
     for it in range(ITERS):
         if it % EVAL_EVERY == 0 or it == ITERS - 1:
             model.eval()
             with torch.no_grad():
-                losses = [
-                    F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-                    for x, y in (batch(val, generator) for _ in range(EVAL_BATCHES))
-                ]
+                losses = {
+                    name: torch.stack(
+                        [
+                            F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+                            for x, y in (batch(split, generator) for _ in range(EVAL_BATCHES))
+                        ]
+                    ).mean()
+                    for name, split in (("train", train), ("val", val))
+                }
             model.train()
+            if losses["val"] < best_val and it > 0:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, Path(out) / "ckpt.pt")
+            best_val = min(best_val, float(losses["val"]))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it)
         x, y = batch(train, generator)
@@ -115,7 +126,7 @@ def main(train_file: str, heldout_file: str, out: str, seed: str = "1337", iters
     timing = {
         "first_step_s": first_step,
         "wall_s": time.perf_counter() - T0,
-        "val_loss": float(torch.stack(losses).mean()),
+        "val_loss": float(losses["val"]),
     }
     (Path(out) / "timing.json").write_text(json.dumps(timing))
 
