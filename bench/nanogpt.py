@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "nanogpt")
     p.add_argument("--ours", nargs="*", default=[], help="extra overrides for our run (e.g. precision=32-true)")
     p.add_argument("--iters", type=int, default=2000, help="fewer for a quick check")
+    p.add_argument("--reference-lr", type=float, default=1e-3, help="the reference's peak learning rate")
     args = p.parse_args(argv)
     train_file, heldout_file = write_corpus(args.out)
     heldout = heldout_file.read_text()
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             str(ref_dir),
             str(seed),
             str(args.iters),
+            str(args.reference_lr),
         ]
         wall = run_process(reference_cmd)
         timing = json.loads((ref_dir / "timing.json").read_text())

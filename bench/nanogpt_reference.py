@@ -6,8 +6,8 @@ contiguous windows of the training stream. Every 250 iterations (and at the last
 `estimate_loss` does with `--eval_iters=20` (its CPU command): the mean loss of 20 batches of each split, train
 and val; and, like nanoGPT, it saves a checkpoint (model and optimizer) when the val loss improved.
 
-`python -m bench.nanogpt_reference TRAIN HELDOUT OUT [SEED] [ITERS]` trains and writes OUT/model.pt and
-OUT/timing.json.
+`python -m bench.nanogpt_reference TRAIN HELDOUT OUT [SEED] [ITERS] [LR]` trains and writes OUT/model.pt and
+OUT/timing.json (LR: the peak learning rate, nanoGPT's 1e-3 by default).
 """
 
 from __future__ import annotations
@@ -76,9 +76,12 @@ def lr_at(it: int) -> float:
     return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
 
 
-def main(train_file: str, heldout_file: str, out: str, seed: str = "1337", iters: str = str(ITERS)) -> None:
-    global ITERS
-    ITERS = int(iters)
+def main(
+    train_file: str, heldout_file: str, out: str, seed: str = "1337", iters: str = str(ITERS), lr: str = str(LR)
+) -> None:
+    global ITERS, LR, MIN_LR
+    ITERS, LR = int(iters), float(lr)
+    MIN_LR = LR / 10  # nanoGPT's 1e-4 for its 1e-3 (its config: "min_lr ~= learning_rate/10 per Chinchilla")
     torch.manual_seed(int(seed))
     torch.set_num_threads(2)
     text = Path(train_file).read_text()
@@ -132,4 +135,4 @@ def main(train_file: str, heldout_file: str, out: str, seed: str = "1337", iters
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])
