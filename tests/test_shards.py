@@ -234,9 +234,13 @@ def test_a_mixture_streams_from_shards(make_cfg):
         (("data.packing=pad",), "data.packing=pad needs documents in memory"),
         (("data.windows=random",), "data.windows=random needs tokens in memory"),
         (("data.format=parquet",), "data.format='parquet' is unknown"),
+        (("data.streaming=true", "data.format=memory"), "data.streaming=true writes token shards as it reads"),
+        (("data.streaming=true", "data.holdout=tail"), "data.holdout=tail needs the corpus's length"),
+        (("data.streaming=true", "data.pipeline=[quality]"), "data.pipeline needs the whole corpus at once"),
+        (("data.streaming=true", "data.canaries.n=2"), "data.canaries are planted into stored documents"),
     ],
 )
-def test_what_shards_cannot_do_is_refused_up_front(make_cfg, overrides, message):
+def test_what_shards_and_streams_cannot_do_is_refused_up_front(make_cfg, overrides, message):
     fmt = [] if any("format" in o for o in overrides) else ["data.format=shards"]
     with pytest.raises(ConfigError, match=message):
         check_config(make_cfg(*fmt, *overrides))
@@ -339,21 +343,6 @@ def test_a_hub_name_is_read_by_streaming(make_cfg, tmp_path, monkeypatch):
     results = train(make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample"))
     assert calls and all(call == ("someone/topics", True) for call in calls)
     assert sum(results["data"]["documents"].values()) == len(texts)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (("data.format=memory",), "data.streaming=true writes token shards as it reads"),
-        (("data.holdout=tail",), "data.holdout=tail needs the corpus's length"),
-        (("data.pipeline=[quality]",), "data.pipeline needs the whole corpus at once"),
-        (("data.canaries.n=2",), "data.canaries are planted into stored documents"),
-    ],
-)
-def test_what_a_stream_cannot_do_is_refused_up_front(make_cfg, overrides, message):
-    fmt = [] if any("format" in o for o in overrides) else ["data.format=shards"]
-    with pytest.raises(ConfigError, match=message):
-        check_config(make_cfg(*fmt, "data.streaming=true", *overrides))
 
 
 def test_an_empty_stream_and_a_document_cap_on_text_pieces_are_one_line(make_cfg, tmp_path):
