@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from lightning_llm.data.streamed import is_stream
-from lightning_llm.data.text_files import RELEASE_CHARS
+from lightning_llm.data.text_files import ArrowPageRelease
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
-from lightning_llm.memory import drop_read_only_files
 
 log = get_logger(__name__)
 
@@ -98,7 +97,7 @@ class _TokenizeRows:
 
     def __init__(self, ds, tokenizer, dtype: np.dtype, counts_dir: str) -> None:
         self.ds, self.tokenizer, self.dtype, self.counts_dir = ds, tokenizer, dtype, counts_dir
-        self.read = 0  # characters read since the last release of Arrow pages
+        self.release = ArrowPageRelease()  # the rows' Arrow pages leave this worker's memory as it goes
 
     def _batches(self, item: tuple[int, int] | int) -> Iterator[dict[str, list]]:
         if isinstance(item, int):
@@ -111,10 +110,8 @@ class _TokenizeRows:
         eos, characters, documents = self.tokenizer.eos_id, 0, 0
         for batch in self._batches(item):
             read = sum(map(len, batch["text"]))
-            characters, self.read = characters + read, self.read + read
-            if self.read >= RELEASE_CHARS:  # the rows' Arrow pages leave this worker's memory as it goes
-                drop_read_only_files(".arrow")
-                self.read = 0
+            characters += read
+            self.release.add(read)
             ends = batch.get("ends_document") or [True] * len(batch["text"])
             documents += sum(ends)
             for texts, group_ends in _groups_of_characters(batch["text"], ends, _CHARS_PER_CALL):

@@ -82,17 +82,27 @@ def keep_text(batch: dict[str, list]) -> list[bool]:
     return [bool(text and text.strip()) for text in batch["text"]]
 
 
+class ArrowPageRelease:
+    """Counts the characters a pass reads and gives the pages of the Arrow files read so far back to the kernel
+    every `every_chars` of them: a pass over a corpus larger than memory keeps about `every_chars` of it
+    resident, not all it has read."""
+
+    def __init__(self, every_chars: int = RELEASE_CHARS) -> None:
+        self.every_chars, self.read = every_chars, 0
+
+    def add(self, characters: int) -> None:
+        self.read += characters
+        if self.read >= self.every_chars:
+            drop_read_only_files(".arrow")
+            self.read = 0
+
+
 def releasing_pages(texts: Iterable[str], every_chars: int = RELEASE_CHARS) -> Iterator[str]:
-    """`texts` (e.g. an Arrow table's column), giving back the pages of the Arrow files read so far every
-    `every_chars` characters and at the end: a pass over a corpus larger than memory keeps about `every_chars`
-    of it resident, not all it has read."""
-    read = 0
+    """`texts` (e.g. an Arrow table's column) read with an `ArrowPageRelease`, and the pages given back at the end."""
+    release = ArrowPageRelease(every_chars)
     for text in texts:
         yield text
-        read += len(text)
-        if read >= every_chars:
-            drop_read_only_files(".arrow")
-            read = 0
+        release.add(len(text))
     drop_read_only_files(".arrow")
 
 
