@@ -22,7 +22,9 @@ from lightning_llm.recipe.ddp import ddp_child_argv  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # torch and Lightning load only after the command line is checked
+    from lightning_llm.recipe.startup import start_early_work
+
+    start_early_work(cfg)  # on the idle cores while torch and Lightning import (the command line is checked)
     from lightning_llm.recipe.context import is_multirun
     from lightning_llm.recipe.outputs import record_failure
     from lightning_llm.recipe.run import train

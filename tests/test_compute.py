@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -197,6 +198,47 @@ def test_compute_monitor_carries_on_when_codecarbon_fails(monkeypatch, caplog, p
     assert monitor.compute["tokens"] == 1000 and "energy_kwh" not in monitor.compute and monitor.compute["mfu"] > 0
 
 
+def test_codecarbon_probes_the_hardware_before_training_and_only_once(make_cfg, monkeypatch, peak_cache):
+    """train.py starts CodeCarbon's hardware probe while torch and Lightning import; the tracker the monitor
+    starts with training then reuses it instead of taking a core from the first steps."""
+    pytest.importorskip("codecarbon")
+    import cpuinfo
+    from codecarbon.core import hardware_cache
+    from codecarbon.core import util as codecarbon_util
+
+    from lightning_llm.recipe.startup import start_early_work, tracks_energy
+    from lightning_llm.training import energy
+
+    default = make_cfg(tiny=False)  # as `python train.py` composes it (the tiny test config turns energy off)
+    assert tracks_energy(default)
+    for off in ("callbacks.compute.track_energy=false", "callbacks=none", "train=false", "estimate=true"):
+        assert not tracks_energy(make_cfg(off, tiny=False)), off
+    monkeypatch.setenv("RANK", "1")  # the monitor tracks on rank 0 only
+    assert not tracks_energy(default)
+    monkeypatch.delenv("RANK")
+
+    probes: list[int] = []
+    monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda: probes.append(1) or {"brand_raw": "Test CPU"})
+
+    def as_in_a_fresh_process() -> None:  # CodeCarbon's per-process caches of the probe
+        hardware_cache.clear_cache()
+        codecarbon_util.detect_cpu_model.cache_clear()
+
+    as_in_a_fresh_process()
+    monkeypatch.setattr(energy, "_probe", None)
+    start_early_work(make_cfg())  # the tiny config: energy off
+    assert energy._probe is None
+    start_early_work(default)
+    energy.wait_for_hardware_probe()
+    assert probes == [1]
+    ComputeMonitor(cache_dir=str(peak_cache))._new_tracker().stop()
+    assert probes == [1]  # the tracker found the probe done
+    as_in_a_fresh_process()
+    ComputeMonitor(cache_dir=str(peak_cache))._new_tracker().stop()
+    assert probes == [1, 1]  # without it, the tracker probes itself
+    as_in_a_fresh_process()  # the next tracker in this process probes the real CPU
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [({"price_per_device_hour": -1}, "price_per_device_hour"), ({"country_iso_code": "US"}, "country_iso_code")],
@@ -230,6 +272,9 @@ def test_spike_found_exactly_where_planted_and_never_in_noise():
     assert [s["step"] for s in monitor.spikes] == [250]
     assert monitor.spikes[0]["loss"] == pytest.approx(noise[250])
     assert monitor.spikes[0]["mean"] == pytest.approx(2.0, abs=0.02) and 0.03 < monitor.spikes[0]["std"] < 0.07
+    window = noise[150:250]  # the judged window: the 100 losses before the spike
+    assert monitor.spikes[0]["mean"] == pytest.approx(statistics.fmean(window), rel=1e-12)
+    assert monitor.spikes[0]["std"] == pytest.approx(statistics.pstdev(window), rel=1e-12)
     resumed = LossSpikeMonitor(window=100, k=6.0, min_steps=20)  # a checkpoint carries the window and the spikes
     resumed.load_state_dict(monitor.state_dict())
     assert list(resumed.losses) == list(monitor.losses) and resumed.spikes == monitor.spikes

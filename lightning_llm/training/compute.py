@@ -6,7 +6,6 @@ MFU follows PaLM (Chowdhery et al. 2022, appendix B): the FLOPs the model needs 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
@@ -15,6 +14,7 @@ import lightning.pytorch as pl
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
+from lightning_llm.training.energy import quiet_codecarbon, wait_for_hardware_probe
 from lightning_llm.training.peaks import device_name, device_peak_flops, precision_dtype
 
 log = get_logger(__name__)
@@ -31,8 +31,8 @@ DEFINITIONS = {
     "torch.matmul peak (CPU); see peak_source",
     "mfu": "achieved_flops_per_s / (peak_flops_per_s x devices)",
     "energy_kwh": "CodeCarbon OfflineEmissionsTracker, machine mode, on rank 0's machine x nodes: CPU from RAPL or "
-    "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size; it starts beside the "
-    "first steps (about a second later), not before them",
+    "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size; it starts with "
+    "training (its hardware probe ran while the run started up: lightning_llm.training.energy)",
     "co2_kg": "energy_kwh x the country's average carbon intensity (CodeCarbon's tables, country_iso_code)",
     "cost_usd": "devices x fit_seconds / 3600 x price_per_device_hour",
 }
@@ -73,7 +73,7 @@ class ComputeMonitor(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.compute, self._validation_seconds = {}, 0.0
         self._tokens_before = int(getattr(pl_module, "tokens_seen", 0))
-        if self.track_energy and trainer.is_global_zero:  # CodeCarbon takes ~1 s to start: not before step one
+        if self.track_energy and trainer.is_global_zero:  # beside the first steps (see training.energy)
             self._tracker_starting = threading.Thread(target=self._start_tracker, name="codecarbon-start", daemon=True)
             self._tracker_starting.start()
         self._started = time.perf_counter()
@@ -84,7 +84,8 @@ class ComputeMonitor(pl.Callback):
     def _new_tracker(self) -> Any:
         from codecarbon import OfflineEmissionsTracker
 
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its constructor logs before log_level applies
+        wait_for_hardware_probe()
+        quiet_codecarbon()
         tracker = OfflineEmissionsTracker(
             country_iso_code=self.country_iso_code,
             save_to_file=False,
