@@ -202,8 +202,14 @@ def test_a_finished_run_folder_is_never_overwritten(tmp_path, cache_dir):
     with pytest.raises(ConfigError, match="data.batch_size=0"):
         train(compose_config([*QUICK, "data.batch_size=0", "resume=auto"], run, cache_dir))
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-    again = train(compose_config([*QUICK, "trainer.max_steps=3", "overwrite=true"], run, cache_dir))
-    assert again["status"] == "completed"
+    (run / "notes.txt").write_text("mine")  # not a run's output: overwrite=true keeps it
+    (run / "checkpoints" / "step000099-val_loss1.0000.ckpt").write_bytes(b"an old run's best")
+    again = train(compose_config([*QUICK, "trainer.max_steps=2", "overwrite=true"], run, cache_dir))
+    assert again["status"] == "completed" and (run / "notes.txt").read_text() == "mine"
+    written = {Path(path).name for path in again["checkpoints"].values()}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == written and "last.ckpt" in written  # no old best
+    assert not (run / ".hydra" / "resume-1").exists()  # the new run's config, not a resumed part
+    assert (run / "train.log").read_text().count("`Trainer.fit` stopped") == 1  # the old run's log is gone
 
 
 def test_every_run_that_trains_leaves_a_checkpoint(tmp_path, cache_dir, capsys):

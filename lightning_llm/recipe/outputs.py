@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from lightning_llm.recipe.results import write_json_atomic
 
 #: What marks a folder as holding a run (anything else, e.g. an empty folder Hydra made, does not).
 RUN_FILES = ("results.json", "provenance.json", "checkpoints", "csv", ".hydra", "train.log")
+#: Everything a run writes in its folder (README "What a run writes"): what overwrite=true removes.
+RUN_OUTPUTS = (*RUN_FILES, "report.md", "report.html", "samples.txt")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
@@ -34,12 +37,22 @@ def remove_if_empty(folder: Path) -> None:
 
 
 def claim_folder(folder: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a folder that holds a run unless this run resumes it (resume=auto, ckpt_path) or overwrite=true."""
-    if holds_a_run(folder) and not (resume or overwrite):
+    """Refuse a folder that holds a run unless this run resumes it (resume=auto, ckpt_path) or overwrite=true,
+    which removes the old run's outputs (its checkpoints, log and curves would otherwise mix with the new run's);
+    other files in the folder stay."""
+    if not holds_a_run(folder) or resume:
+        return
+    if not overwrite:
         raise ConfigError(
             f"the run folder {folder} already holds a run: continue it with resume=auto, choose another "
             "hydra.run.dir, or replace it with overwrite=true"
         )
+    for name in RUN_OUTPUTS:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def write_composed_config(cfg: DictConfig, folder: Path) -> Path:
