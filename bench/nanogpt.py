@@ -8,6 +8,10 @@ held-out loss per character (both models scored by the same function on the same
 achieved training GFLOP/s (the same FLOPs per token, 6N plus attention, for both; over training time, validation
 excluded for ours, everything after the first step for the reference) against torch.matmul peaks of this machine
 measured in the same run (fp32, what both train in, and bf16).
+
+Also the time to the reference's quality: ours keeps the checkpoint of every validation (every 250 steps); each is
+scored like the final models, and the first whose held-out loss is at or below the reference's final one in the
+same round is reported with its step and the seconds from our process start to that checkpoint's write.
 """
 
 from __future__ import annotations
@@ -73,6 +77,15 @@ def score_ours(run: Path, heldout: str) -> float:
     return heldout_loss(model, ids, ids != tokenizer.unk_id)
 
 
+def time_to_loss(run: Path, started: float, heldout: str, target: float) -> tuple[int, float] | None:
+    """(step, seconds from `started`) of the first checkpoint in `run` scoring at or below `target`, if any."""
+    checkpoints = sorted((run / "checkpoints").glob("step*.ckpt"))
+    for checkpoint in checkpoints:  # step-numbered names sort by step
+        if score_ours(checkpoint, heldout) <= target:
+            return int(checkpoint.name[4:10]), checkpoint.stat().st_mtime - started
+    return None
+
+
 def flops_per_token(vocab_size: int) -> int:
     """The training FLOPs per token of the baby GPT (both implementations are this shape)."""
     from lightning_llm.models import GPT
@@ -89,12 +102,13 @@ def matmul_peaks() -> dict[str, float]:
     return {dtype: measure_matmul_flops(dtype) for dtype in ("fp32", "bf16")}
 
 
-def run_process(command: list[str]) -> float:
-    started = time.perf_counter()
+def run_process(command: list[str]) -> tuple[float, float]:
+    """Run `command`; (its wall seconds, its start as a time.time() stamp, to compare with file times)."""
+    started, stamp = time.perf_counter(), time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command[:4])} ... failed: {done.stderr[-2000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, stamp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,18 +135,17 @@ def main(argv: list[str] | None = None) -> int:
             str(args.iters),
             str(args.reference_lr),
         ]
-        wall = run_process(reference_cmd)
+        wall, _ = run_process(reference_cmd)
         timing = json.loads((ref_dir / "timing.json").read_text())
         vocab = len(torch.load(ref_dir / "model.pt", weights_only=True)["chars"])
         tokens = args.iters * 12 * 64
-        rows["reference (nanoGPT recipe)"].append(
-            {
-                "wall": wall,
-                "first_step": timing["first_step_s"],
-                "heldout": score_reference(ref_dir, heldout),
-                "flops_per_s": flops_per_token(vocab) * tokens / (timing["wall_s"] - timing["first_step_s"]),
-            }
-        )
+        reference = {
+            "wall": wall,
+            "first_step": timing["first_step_s"],
+            "heldout": score_reference(ref_dir, heldout),
+            "flops_per_s": flops_per_token(vocab) * tokens / (timing["wall_s"] - timing["first_step_s"]),
+        }
+        rows["reference (nanoGPT recipe)"].append(reference)
         ours_dir = args.out / f"ours-{seed}"
         ours_cmd = [
             sys.executable,
@@ -145,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             f"trainer.max_steps={args.iters}",
             f"hydra.run.dir={ours_dir}",
             "overwrite=true",
+            "callbacks.model_checkpoint.save_top_k=-1",  # every validation's checkpoint: the time to a loss
             *args.ours,
         ]
-        wall = run_process(ours_cmd)
+        wall, started = run_process(ours_cmd)
         results = json.loads((ours_dir / "results.json").read_text())
         rows["ours (CLI)"].append(
             {
@@ -155,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 "first_step": results.get("startup_seconds"),
                 "heldout": score_ours(ours_dir, heldout),
                 "flops_per_s": results["compute"]["achieved_flops_per_s"],
+                "to_reference_loss": time_to_loss(ours_dir, started, heldout, reference["heldout"]),
             }
         )
         print(f"round {seed}: " + ", ".join(f"{k}: {v[-1]}" for k, v in rows.items()), file=sys.stderr)
@@ -179,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     fp32, bf16 = peaks["fp32"] / 1e9, peaks["bf16"] / 1e9
     print(f"\nmatmul peaks (torch.matmul, 2 threads): fp32 {fp32:.0f}, bf16 {bf16:.0f} GFLOP/s")
+    reached = [r["to_reference_loss"] for r in rows["ours (CLI)"]]
+    per_round = ", ".join(f"step {r[0]} at {r[1]:.1f} s" if r else "not reached" for r in reached)
+    if all(reached):
+        seconds = statistics.median(r[1] for r in reached)
+        print(
+            f"\nours reaches the reference's final held-out loss (same round) at {per_round}: median "
+            f"{seconds:.1f} s ({seconds / reference_wall:.2f}x the reference's whole run)"
+        )
+    else:
+        print(f"\nours against the reference's final held-out loss (same round): {per_round}")
     if args.ours:
         print(f"\nour overrides: {' '.join(args.ours)}")
     return 0
