@@ -24,7 +24,7 @@ from lightning_llm.recipe.ddp import ddp_child_argv  # noqa: E402
 def main(cfg: DictConfig) -> float | None:
     from lightning_llm.recipe.startup import start_early_work
 
-    start_early_work(cfg)  # on the idle cores while torch and Lightning import (the command line is checked)
+    start_early_work(cfg)  # beside the imports of torch and Lightning, which use one core (the command line is checked)
     from lightning_llm.recipe.context import is_multirun
     from lightning_llm.recipe.outputs import record_failure
     from lightning_llm.recipe.run import train

@@ -1,4 +1,4 @@
-"""Work a run can start before torch and Lightning import: they take seconds on one core while the others idle.
+"""Work a run can start before torch and Lightning import: they take seconds and keep only one core busy.
 
 This module imports neither (train.py calls it first thing in `main`).
 """

@@ -1,10 +1,10 @@
 """CodeCarbon's hardware probe, started before torch and Lightning import (this module imports neither).
 
 A tracker's first start probes the machine: py-cpuinfo in a subprocess plus CodeCarbon's CPU power table, about
-1.5 s of CPU. Started with training it took a core from the first steps (100 steps of the baby GPT took 2.3 s
-longer); started while the run imports torch and Lightning, which keep one core busy, it costs nothing.
-CodeCarbon keeps the result for the process (`codecarbon.core.hardware_cache`), so the tracker that
-`ComputeMonitor` starts with training finds the probe done.
+2 s of CPU. Started with training it took a core from the first steps (100 steps of the baby GPT: 5.7 s against
+3.2 s without a tracker); started while the run imports torch and Lightning on one core it costs less (on 2 cores:
+start-up 0.9 s longer, the first steps 2 s shorter; bench/README.md). CodeCarbon keeps the result for the process
+(`codecarbon.core.hardware_cache`), so the tracker that `ComputeMonitor` starts with training finds it done.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class LossSpikeRollback(TrainingDiverged):
 
 
 def mean_and_std(values: deque[float]) -> tuple[float, float]:
-    """The mean and population standard deviation of `values` in exact float sums (math.fsum): a fifth of the
+    """The mean and population standard deviation of `values` in exact float sums (math.fsum): a quarter of the
     cost of the statistics module, which works in fractions, at every step."""
     mean = math.fsum(values) / len(values)
     return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
