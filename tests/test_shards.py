@@ -238,6 +238,7 @@ def test_a_mixture_streams_from_shards(make_cfg):
         (("data.streaming=true", "data.holdout=tail"), "data.holdout=tail needs the corpus's length"),
         (("data.streaming=true", "data.pipeline=[quality]"), "data.pipeline needs the whole corpus at once"),
         (("data.streaming=true", "data.canaries.n=2"), "data.canaries are planted into stored documents"),
+        (("data.streaming=true", "eval=offline"), "eval task 'memorization' reads the training texts"),
     ],
 )
 def test_what_shards_and_streams_cannot_do_is_refused_up_front(make_cfg, overrides, message):

@@ -20,6 +20,7 @@ from lightning_llm.data.pipeline import check_engine
 from lightning_llm.data.shards import check_format
 from lightning_llm.data.streamed import check_streaming
 from lightning_llm.errors import ConfigError
+from lightning_llm.eval import build_suite
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, family_of
 from lightning_llm.tokenizers import check_tokenizer_type
@@ -53,9 +54,23 @@ def check_config(cfg: DictConfig) -> None:
     check_data_sources(cfg.data)
     check_engine(cfg.data.get("pipeline_engine", "local"))
     check_privacy(cfg)
+    check_training_texts(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
+
+
+def check_training_texts(cfg: DictConfig) -> None:
+    """Eval tasks that read the training texts (memorization) need them kept; a stream keeps none."""
+    if not cfg.data.get("streaming"):
+        return
+    _, tasks = build_suite(cfg.get("eval"))
+    needing = [task.name for task in tasks if task.needs_train_texts]
+    if needing:
+        raise ConfigError(
+            f"eval task {needing[0]!r} reads the training texts, which data.streaming=true does not keep: drop "
+            "data.streaming or that task"
+        )
 
 
 def check_objective(cfg: DictConfig) -> None:
