@@ -83,6 +83,7 @@ def test_every_readme_command_runs(tmp_path, cache_dir):
     with (tmp_path / "corpus.jsonl").open("w") as f:  # the README's own-corpus example reads this file
         for text in list(topics.values())[:150]:
             f.write(json.dumps({"body": text}) + "\n")
+    (tmp_path / "prompts.txt").write_text("The for statement\nA class\n")  # the README's batch generation reads it
     failures, skipped = [], []
     for n, command in enumerate(readme_commands()):
         expect_error = command.startswith("$ ")
