@@ -448,3 +448,27 @@ def open_with_chromium(chromium: str, page: Path, shot: Path) -> list[str]:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+
+
+@pytest.mark.parametrize(
+    ("values", "logy"),
+    [
+        ([1e-4, 1e-3, 3.3e-4], False),  # a learning rate: the longest plain tick labels ("0.0010")
+        ([5_000.0, 250_000.0, 980_000.0], False),  # tokens/s below matplotlib's switch to an offset
+        ([0.7, 6.0, 3.0], True),  # a gradient norm on a log axis ("6 x 10^0")
+    ],
+)
+def test_line_plot_margins_keep_every_label_inside_the_figure(values, logy):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from lightning_llm.report.plots import LINE_MARGINS, _figure
+
+    fig, ax = _figure("learning rate", "tokens seen", "tokens/s", margins=LINE_MARGINS)
+    ax.plot([0, 1_000, 2_000_000], values, label="lr-AdamW/pg1")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the canvas savefig draws on
+    inside, figure = ax.get_tightbbox(renderer), fig.bbox
+    assert figure.x0 <= inside.x0 and inside.x1 <= figure.x1, (inside, figure)
+    assert figure.y0 <= inside.y0 and inside.y1 <= figure.y1, (inside, figure)
