@@ -21,6 +21,35 @@ def topics(cache_dir):
     return [json.loads(line)["text"] for line in path.read_text().splitlines()]
 
 
+def test_the_stdlib_corpora_come_from_one_parse(tmp_path, monkeypatch):
+    import ast
+
+    from lightning_llm.data import corpus
+
+    source = 'def add(a, b):\n    """Add two numbers.\n\n    More."""\n    return a + b\n'
+    parses = []
+
+    def trees():
+        parses.append(1)
+        yield Path("arith.py"), ast.parse(source), source
+
+    monkeypatch.setattr(corpus, "_stdlib_trees", trees)
+    docs = materialize_embedded("embedded:python_docs", tmp_path)
+    functions = materialize_embedded("embedded:stdlib_functions", tmp_path)
+    materialize_embedded("embedded:stdlib_docstrings", tmp_path)
+    assert len(parses) == 1
+    rows = [json.loads(line) for line in functions.read_text().splitlines()]
+    assert [(r["module"], r["summary"], r["code"]) for r in rows] == [
+        ("arith", "Add two numbers.", "def add(a, b):\n    return a + b")
+    ]
+    parts = [materialize_embedded(f"embedded:{n}", tmp_path).read_text() for n in ("pydoc_topics", "stdlib_docstrings")]
+    assert docs.read_text() == "".join(parts)
+    assert json.loads(parts[1]) == {
+        "text": "Add two numbers.\n\nMore.",
+        "source": "stdlib:arith.py",
+    }
+
+
 def test_embedded_corpus_is_real_english(topics):
     assert len(topics) > 50
     assert sum(map(len, topics)) > 400_000

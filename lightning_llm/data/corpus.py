@@ -19,7 +19,7 @@ import os
 import sys
 import sysconfig
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations
@@ -37,17 +37,15 @@ def pydoc_topics() -> Iterator[dict[str, str]]:
         yield {"text": topics[name].strip(), "source": f"pydoc:{name}"}
 
 
-def stdlib_docstrings() -> Iterator[dict[str, str]]:
-    """One document per standard-library module: its module, class and function docstrings."""
-    for relative, tree, _ in _stdlib_trees():
-        docs = [
-            doc
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and (doc := ast.get_docstring(node))
-        ]
-        if docs:
-            yield {"text": "\n\n".join(docs), "source": f"stdlib:{relative.as_posix()}"}
+def _module_document(relative: Path, tree: ast.Module) -> dict[str, str] | None:
+    """A module's module, class and function docstrings as one document (None when it has none)."""
+    docs = [
+        doc
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and (doc := ast.get_docstring(node))
+    ]
+    return {"text": "\n\n".join(docs), "source": f"stdlib:{relative.as_posix()}"} if docs else None
 
 
 def _stdlib_trees() -> Iterator[tuple[Path, ast.Module, str]]:
@@ -63,39 +61,59 @@ def _stdlib_trees() -> Iterator[tuple[Path, ast.Module, str]]:
             continue
 
 
+def _function_rows(relative: Path, tree: ast.Module, source: str, max_code_chars: int) -> Iterator[dict[str, str]]:
+    """A module's public, documented functions whose code (docstring removed) is short."""
+    module = relative.parts[0].removesuffix(".py")
+    lines = source.splitlines()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+            continue
+        doc = ast.get_docstring(node)
+        if not doc or not doc.strip():
+            continue
+        if len(node.body) < 2:
+            continue
+        signature = lines[node.lineno - 1 : node.body[0].lineno - 1]  # the def line(s), up to the docstring
+        code = textwrap.dedent("\n".join([*signature, *lines[node.body[1].lineno - 1 : node.end_lineno]]))
+        if len(code) <= max_code_chars:
+            yield {
+                "code": code,
+                "summary": doc.strip().splitlines()[0].strip(),
+                "docstring": doc.strip(),
+                "module": module,
+                "source": f"stdlib:{relative.as_posix()}:{node.name}",
+            }
+
+
 def stdlib_functions(max_code_chars: int = 1200) -> Iterator[dict[str, str]]:
     """One row per public, documented standard-library function whose code (docstring removed) is short."""
     for relative, tree, source in _stdlib_trees():
-        module = relative.parts[0].removesuffix(".py")
-        lines = source.splitlines()
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
-                continue
-            doc = ast.get_docstring(node)
-            if not doc or not doc.strip():
-                continue
-            if len(node.body) < 2:
-                continue
-            signature = lines[node.lineno - 1 : node.body[0].lineno - 1]  # the def line(s), up to the docstring
-            code = textwrap.dedent("\n".join([*signature, *lines[node.body[1].lineno - 1 : node.end_lineno]]))
-            if len(code) <= max_code_chars:
-                yield {
-                    "code": code,
-                    "summary": doc.strip().splitlines()[0].strip(),
-                    "docstring": doc.strip(),
-                    "module": module,
-                    "source": f"stdlib:{relative.as_posix()}:{node.name}",
-                }
+        yield from _function_rows(relative, tree, source, max_code_chars)
 
 
-EMBEDDED_CORPORA = {
-    "pydoc_topics": (pydoc_topics,),
-    "stdlib_docstrings": (stdlib_docstrings,),
-    "python_docs": (pydoc_topics, stdlib_docstrings),
-    "stdlib_functions": (stdlib_functions,),
+def stdlib_corpora() -> dict[str, list[dict[str, str]]]:
+    """`stdlib_docstrings` (one document per module) and `stdlib_functions` from one parse of the standard
+    library: parsing its ~1,000 modules is most of either's cost (about 5 s)."""
+    corpora: dict[str, list[dict[str, str]]] = {"stdlib_docstrings": [], "stdlib_functions": []}
+    for relative, tree, source in _stdlib_trees():
+        if document := _module_document(relative, tree):
+            corpora["stdlib_docstrings"].append(document)
+        corpora["stdlib_functions"].extend(_function_rows(relative, tree, source, max_code_chars=1200))
+    return corpora
+
+
+# How each embedded corpus is built: a function returning it, or it and others that come from the same work
+_BUILDERS: dict[str, Callable[[], dict[str, Iterable[dict[str, str]]]]] = {
+    "pydoc_topics": lambda: {"pydoc_topics": pydoc_topics()},
+    "stdlib_docstrings": stdlib_corpora,
+    "stdlib_functions": stdlib_corpora,
     # skewed synthetic data for fairness experiments (eval=fairness measures the skew a model picks up)
-    "fairness_hiring": (lambda: fairness_hiring("reference"),),
-    "fairness_occupations": (lambda: ({"text": t} for t in fairness_occupations().reference),),
+    "fairness_hiring": lambda: {"fairness_hiring": fairness_hiring("reference")},
+    "fairness_occupations": lambda: {"fairness_occupations": ({"text": t} for t in fairness_occupations().reference)},
+}
+# Every embedded corpus: the built ones, whose files the others join in order
+EMBEDDED_CORPORA: dict[str, tuple[str, ...]] = {name: (name,) for name in _BUILDERS} | {
+    "python_docs": ("pydoc_topics", "stdlib_docstrings")
 }
 
 
@@ -112,13 +130,32 @@ def materialize_embedded(path: str, cache_dir: str | os.PathLike) -> Path:
             f"{[EMBEDDED_PREFIX + n for n in EMBEDDED_CORPORA]}"
         )
     version = f"py{sys.version_info.major}{sys.version_info.minor}"
-    out = Path(cache_dir) / "corpora" / f"{name}-{version}.jsonl"
+    folder = Path(cache_dir) / "corpora"
+
+    def file(corpus: str) -> Path:
+        return folder / f"{corpus}-{version}.jsonl"
+
+    out = file(name)
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        with tmp.open("w", encoding="utf-8") as f:
-            for source in EMBEDDED_CORPORA[name]:
-                for doc in source():
-                    f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        tmp.replace(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in EMBEDDED_CORPORA[name]:
+            if not file(part).exists():
+                for built, rows in _BUILDERS[part]().items():
+                    _write_atomically(file(built), (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        if not out.exists():  # a corpus of several parts: their files joined
+            _write_atomically(out, _lines_of(file(part) for part in EMBEDDED_CORPORA[name]))
     return out
+
+
+def _lines_of(paths: Iterable[Path]) -> Iterator[str]:
+    for path in paths:
+        with path.open(encoding="utf-8") as f:
+            yield from f
+
+
+def _write_atomically(path: Path, lines: Iterable[str]) -> None:
+    """Write `lines` to `path` through a temporary file, so that a reader never sees a part of it."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines(lines)
+    tmp.replace(path)
