@@ -78,42 +78,27 @@ def test_greedy_output_equals_transformers_generate(name, tmp_path):
         assert torch.equal(got, expected), (name, use_cache)
 
 
-def test_generate_and_chat_from_a_run_folder(tmp_path, base_checkpoints):
+def test_generate_and_chat_from_a_run_folder(tmp_path, base_checkpoints, capsys, monkeypatch):
+    """In this process through the verbs' handler (test_tool_errors_are_one_line crosses the process boundary)."""
+    import io
+
     run = base_checkpoints["gpt"].parent.parent
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.txt").write_text("The for statement\nA dictionary is\nExceptions\n")
-    out = tool(
-        "generate",
-        f"model.pretrained={run}",
-        "prompts_file=prompts.txt",
-        "temperature=0",
-        "max_new_tokens=8",
-        "output=gen.jsonl",
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    common = [f"model.pretrained={run}", "temperature=0"]
+    assert main(["generate", *common, "prompts_file=prompts.txt", "max_new_tokens=8", "output=gen.jsonl"]) == 0
     records = [json.loads(line) for line in (tmp_path / "gen.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in records] == ["The for statement", "A dictionary is", "Exceptions"]
     assert all(r["new_tokens"] > 0 and r["tokens_per_s"] > 0 and r["settings"]["temperature"] == 0 for r in records)
-    one = tool(
-        "generate",
-        f"model.pretrained={run}",
-        "prompt=A dictionary is",
-        "temperature=0",
-        "max_new_tokens=8",
-        cwd=tmp_path,
-    )
-    assert one.returncode == 0 and one.stdout.startswith("A dictionary is" + records[1]["output"]), one.stdout
-    chat = tool(
-        "chat",
-        f"model.pretrained={run}",
-        "max_new_tokens=6",
-        "temperature=0",
-        cwd=tmp_path,
-        stdin="hello\n/reset\nhello\n/quit\n",
-    )
-    assert chat.returncode == 0, chat.stderr[-2000:]
-    assert chat.stderr.count("no chat template in the checkpoint") == 1
-    answers = [line for line in chat.stdout.split("you> ") if line.startswith("assistant> ")]
+    capsys.readouterr()
+    assert main(["generate", *common, "prompt=A dictionary is", "max_new_tokens=8"]) == 0
+    one = capsys.readouterr().out
+    assert one.startswith("A dictionary is" + records[1]["output"]), one
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/reset\nhello\n/quit\n"))
+    assert main(["chat", *common, "max_new_tokens=6"]) == 0
+    chat = capsys.readouterr()
+    assert chat.err.count("no chat template in the checkpoint") == 1
+    answers = [line for line in chat.out.split("you> ") if line.startswith("assistant> ")]
     assert len(answers) == 2 and answers[0] == answers[1], "after /reset the same question gets the same answer"
 
 
