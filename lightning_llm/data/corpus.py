@@ -19,6 +19,7 @@ import os
 import sys
 import sysconfig
 import textwrap
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -41,11 +42,24 @@ def _module_document(relative: Path, tree: ast.Module) -> dict[str, str] | None:
     """A module's module, class and function docstrings as one document (None when it has none)."""
     docs = [
         doc
-        for node in ast.walk(tree)
+        for node in _statements(tree)
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
         and (doc := ast.get_docstring(node))
     ]
     return {"text": "\n\n".join(docs), "source": f"stdlib:{relative.as_posix()}"} if docs else None
+
+
+def _statements(tree: ast.Module) -> Iterator[ast.AST]:
+    """The module and its statements in `ast.walk`'s order (breadth first), without visiting expressions: no
+    statement sits inside an expression, and expressions are most of a tree's nodes."""
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
+        queue.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _HOLDS_STATEMENTS))
+        yield node
+
+
+_HOLDS_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
 def _stdlib_trees() -> Iterator[tuple[Path, ast.Module, str]]:
@@ -65,7 +79,7 @@ def _function_rows(relative: Path, tree: ast.Module, source: str, max_code_chars
     """A module's public, documented functions whose code (docstring removed) is short."""
     module = relative.parts[0].removesuffix(".py")
     lines = source.splitlines()
-    for node in ast.walk(tree):
+    for node in _statements(tree):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
             continue
         doc = ast.get_docstring(node)
