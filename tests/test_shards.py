@@ -257,6 +257,41 @@ def test_an_unreachable_bucket_is_one_line(make_cfg, tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # about 13 s: two runs through a mocked S3
+def test_shards_in_an_object_store_are_written_once_and_reused(make_cfg, tmp_path, monkeypatch):
+    """data.shard_dir=s3://...: LitData writes the chunks, and the manifest is read and written in the bucket too
+    (moto stands in for S3 in this process)."""
+    import boto3
+    from moto import mock_aws
+
+    from lightning_llm.data import shards
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HOME", str(tmp_path))  # LitData caches the chunks it reads from a bucket under ~/.lightning
+    writes = []
+    write_shards = shards.write_shards
+    monkeypatch.setattr(shards, "write_shards", lambda *a, **k: writes.append(a[2]) or write_shards(*a, **k))
+    quick = ["data.format=shards", "data.shard_dir=s3://runs/shards", "trainer.max_steps=2", "~callbacks.sample"]
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="runs")
+        for key in ("shards/corpus/train/chunk-from-a-killed-write.bin", "shards/corpus/train-old/kept.bin"):
+            s3.put_object(Bucket="runs", Key=key, Body=b"x")
+        first = train(make_cfg(*quick, output_dir=tmp_path / "a"))
+        assert writes == ["s3://runs/shards/corpus/train", "s3://runs/shards/corpus/val"]
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="runs")["Contents"]}
+        assert {"shards/corpus/train/lightning_llm.json", "shards/corpus/val/lightning_llm.json"} <= keys
+        assert "shards/corpus/train/chunk-from-a-killed-write.bin" not in keys, "an unfinished folder is rewritten"
+        assert "shards/corpus/train-old/kept.bin" in keys, "a sibling folder is not touched"
+        again = train(make_cfg(*quick, output_dir=tmp_path / "b"))  # its manifest read back from the bucket
+        assert len(writes) == 2 and again["data"]["tokens"] == first["data"]["tokens"]
+
+
 def test_results_name_the_shard_folder(sharded_run):
     out, _ = sharded_run
     data = json.loads((out / "results.json").read_text())["data"]

@@ -139,9 +139,53 @@ def check_reachable(url: str, key: str) -> None:
 
 
 def read_manifest(folder: str) -> dict[str, Any] | None:
-    """The manifest of a local shard folder, or None when there is none yet."""
-    path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The manifest of a shard folder (local or an object-store URL), or None when there is none yet."""
+    return _read_json(folder, MANIFEST)
+
+
+def _object_store(url: str):
+    """LitData's client for the object store at `url` (the one its optimize writes the shards with)."""
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    return _get_fs_provider(url)
+
+
+def _read_json(folder: str, name: str) -> dict[str, Any] | None:
+    """The JSON file `name` in `folder` (local or an object-store URL); None when it is not there."""
+    if not is_remote(folder):
+        path = Path(folder) / name
+        return json.loads(path.read_text()) if path.is_file() else None
+    url = f"{folder.rstrip('/')}/{name}"
+    store = _object_store(url)
+    if not store.exists(url):
+        return None
+    with tempfile.TemporaryDirectory(prefix="lightning-llm-") as tmp:
+        store.download_file(url, os.path.join(tmp, name))
+        return json.loads(Path(tmp, name).read_text())
+
+
+def _write_json(folder: str, name: str, data: dict[str, Any]) -> None:
+    """Write `data` as the JSON file `name` in `folder`: a local file is replaced atomically, and an object store
+    replaces an object whole."""
+    text = json.dumps(data, indent=2)
+    if not is_remote(folder):
+        tmp = Path(folder) / f"{name}.tmp{os.getpid()}"
+        tmp.write_text(text)
+        tmp.replace(Path(folder) / name)
+        return
+    url = f"{folder.rstrip('/')}/{name}"
+    with tempfile.TemporaryDirectory(prefix="lightning-llm-") as tmp:
+        Path(tmp, name).write_text(text)
+        _object_store(url).upload_file(str(Path(tmp, name)), url)
+
+
+def _remove_folder(folder: str) -> None:
+    """Delete a shard folder that has no manifest (a write that did not finish), local or in an object store."""
+    if not is_remote(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    prefix = folder.rstrip("/") + "/"  # this folder's objects only, not those of a sibling named like it
+    _object_store(prefix).delete_file_or_directory(prefix)
 
 
 def check_manifest(folder: str, expected: dict[str, Any], key: str) -> bool:
@@ -182,8 +226,7 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
     characters and documents written) last, so an interrupted write is redone, never half-reused."""
     from litdata import TokensLoader, optimize
 
-    if not is_remote(folder) and Path(folder).exists():
-        shutil.rmtree(folder)  # no manifest: a write that did not finish
+    _remove_folder(folder)  # no manifest: a write that did not finish
     dtype = token_dtype(tokenizer.vocab_size)
     streamed = is_stream(ds)
     inputs = list(range(ds.num_shards)) if streamed else _row_ranges(ds)
@@ -200,7 +243,7 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
             reorder_files=False,
         )
         counts = [json.loads(p.read_text()) for p in Path(counts_dir).glob("*.json")]
-    index = json.loads((Path(folder) / "index.json").read_text())
+    index = _read_json(folder, "index.json")
     unfinished = not streamed and len(ds) and "ends_document" in ds.column_names and not ds[-1]["ends_document"]
     manifest = {
         **manifest,
@@ -209,10 +252,7 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
         "documents": sum(c["documents"] for c in counts) + int(unfinished),  # a split through a document: +1
         "dtype": dtype.name,
     }
-    if not is_remote(folder):
-        tmp = Path(folder) / f"{MANIFEST}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.replace(Path(folder) / MANIFEST)
+    _write_json(folder, MANIFEST, manifest)  # last: a folder with a manifest is complete
     return manifest
 
 
