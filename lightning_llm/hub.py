@@ -43,3 +43,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def hub_available() -> bool:
     """Not switched offline and reachable."""
     return not hub_offline() and hub_reachable()
+
+
+def dataset_revision(name: str) -> str | None:
+    """The commit a Hub dataset's main branch is at (what a streamed read of it gets), or None where the Hub
+    gives no answer (offline, unreachable, gated without a token)."""
+    if not hub_available():
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(name, timeout=10).sha
+    except Exception:  # huggingface_hub raises many kinds (HTTP, auth, validation): each means no answer
+        return None

@@ -373,12 +373,27 @@ def test_a_hub_name_is_read_by_streaming(make_cfg, tmp_path, monkeypatch):
         calls.append((name, kwargs.get("streaming")))
         return real("json", data_files=str(tmp_path / "topics.jsonl"), split="train", streaming=True)
 
+    from lightning_llm.data import shards
+
+    revision, writes = ["commit-1"], []
+    write_shards = shards.write_shards
+    monkeypatch.setattr(shards, "write_shards", lambda *a, **k: writes.append(a[2]) or write_shards(*a, **k))
     monkeypatch.setattr("lightning_llm.data.loading.hub_available", lambda: True)
+    monkeypatch.setattr("lightning_llm.data.datamodule.dataset_revision", lambda name: revision[0])
     monkeypatch.setattr(datasets, "load_dataset", hub)
     overrides = ["data=text", "data.path=someone/topics", "data.format=shards", "data.streaming=true"]
-    results = train(make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample"))
+    cfg = make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample")
+    results = train(cfg)
     assert calls and all(call == ("someone/topics", True) for call in calls)
     assert sum(results["data"]["documents"].values()) == len(texts)
+    assert len(writes) == 2  # train and val
+    revision[0] = "commit-2"  # the dataset moved on: its shards are new ones, in new folders
+    train(
+        make_cfg(
+            *overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample", output_dir=tmp_path / "b"
+        )
+    )
+    assert len(writes) == 4 and not set(writes[:2]) & set(writes[2:])
 
 
 def test_an_empty_stream_and_a_document_cap_on_text_pieces_are_one_line(make_cfg, tmp_path):
