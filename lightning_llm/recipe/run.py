@@ -376,7 +376,7 @@ class TrainingRecipe:
                 report_quietly(write_run_report, self.output_dir)
                 logging.getLogger().removeHandler(handler)
                 handler.close()
-        failed = self.incomplete_eval()
+        failed = self.incomplete_eval() if process_rank() == 0 else []  # rank 0 reports (a sharded eval runs on all)
         if failed:
             reasons = "; ".join(f"{n}: {self.results.eval['tasks'][n]['reason']}" for n in failed[:2])
             raise EvalIncomplete(
