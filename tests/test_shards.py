@@ -379,7 +379,7 @@ def test_a_hub_name_is_read_by_streaming(make_cfg, tmp_path, monkeypatch):
     write_shards = shards.write_shards
     monkeypatch.setattr(shards, "write_shards", lambda *a, **k: writes.append(a[2]) or write_shards(*a, **k))
     monkeypatch.setattr("lightning_llm.data.loading.hub_available", lambda: True)
-    monkeypatch.setattr("lightning_llm.data.datamodule.dataset_revision", lambda name: revision[0])
+    monkeypatch.setattr("lightning_llm.data.streamed.dataset_revision", lambda name: revision[0])
     monkeypatch.setattr(datasets, "load_dataset", hub)
     overrides = ["data=text", "data.path=someone/topics", "data.format=shards", "data.streaming=true"]
     cfg = make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample")

@@ -20,7 +20,6 @@ from lightning_llm.data.canaries import check_canary_settings, insert_canaries, 
 from lightning_llm.data.loading import (
     check_loader_settings,
     check_window_settings,
-    is_hub_name,
     load_rows,
     read_texts,
     select_columns,
@@ -49,7 +48,6 @@ from lightning_llm.data.streamed import (
 )
 from lightning_llm.data.text_files import count_documents, keep_text, releasing_pages, split_pieces
 from lightning_llm.errors import ConfigError
-from lightning_llm.hub import dataset_revision
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -189,10 +187,6 @@ class TextDataModule(pl.LightningDataModule):
         if not pieces:  # text read in pieces has no blank rows
             ds = ds.filter(keep_text, batched=True)
         if is_stream(ds):
-            if is_hub_name(path):  # a new commit of the dataset is new data: new shards, never the old ones
-                settings["revision"] = dataset_revision(path)
-                if settings["revision"] is None:
-                    log.warning("the Hub gave no revision for %s: its shards are keyed by its name alone", path)
             ds._fingerprint = stream_key(path, settings)
         elif len(ds) == 0:
             raise ConfigError(f"{key}={path!r} has no text in column {column!r}: the corpus is empty")

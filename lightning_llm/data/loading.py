@@ -29,11 +29,6 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).suffix in _BUILDERS or os.path.exists(path)
 
 
-def is_hub_name(path: str) -> bool:
-    """Whether `data.path` names a `datasets` Hub dataset (neither embedded nor local)."""
-    return not is_embedded(path) and not looks_local(path)
-
-
 def check_data_path(path: str, key: str = "data.path") -> None:
     """Fail fast, before any loading, on a local data path that does not exist."""
     if not is_embedded(path) and looks_local(path) and not Path(path).expanduser().exists():

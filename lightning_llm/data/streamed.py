@@ -17,7 +17,12 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from lightning_llm.data.corpus import is_embedded
 from lightning_llm.errors import ConfigError
+from lightning_llm.hub import dataset_revision
+from lightning_llm.log import get_logger
+
+log = get_logger(__name__)
 
 _HASH_SPACE = 2**64
 
@@ -44,12 +49,17 @@ def check_streaming(streaming: bool, format: str, holdout: str, pipeline: list, 
 
 def stream_key(path: str, settings: dict[str, Any]) -> str:
     """What identifies a streamed corpus for the caches (there is no Arrow fingerprint): its path and reading
-    settings, and for local files their sizes and modification times."""
-    stamps = []
+    settings; for local files their sizes and modification times, for a Hub dataset the commit the Hub reports
+    (a dataset that moved on is new data: new shards, never the old ones)."""
+    identity: dict[str, Any] = {"path": path, "settings": settings, "files": []}
     if os.path.exists(path):
         files = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names] if os.path.isdir(path) else [path]
-        stamps = sorted([f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files)
-    blob = json.dumps({"path": path, "settings": settings, "files": stamps}, sort_keys=True, default=str)
+        identity["files"] = sorted([f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files)
+    elif not is_embedded(path):  # a Hub name (a local path that does not exist was refused before loading)
+        identity["revision"] = dataset_revision(path)
+        if identity["revision"] is None:
+            log.warning("the Hub gave no commit for %s: its shards are keyed by its name alone", path)
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
