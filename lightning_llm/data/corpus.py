@@ -49,6 +49,9 @@ def _module_document(relative: Path, tree: ast.Module) -> dict[str, str] | None:
     return {"text": "\n\n".join(docs), "source": f"stdlib:{relative.as_posix()}"} if docs else None
 
 
+_HOLDS_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)  # the nodes that can hold a statement
+
+
 def _statements(tree: ast.Module) -> Iterator[ast.AST]:
     """The module and its statements in `ast.walk`'s order (breadth first), without visiting expressions: no
     statement sits inside an expression, and expressions are most of a tree's nodes."""
@@ -57,9 +60,6 @@ def _statements(tree: ast.Module) -> Iterator[ast.AST]:
         node = queue.popleft()
         queue.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _HOLDS_STATEMENTS))
         yield node
-
-
-_HOLDS_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
 def _stdlib_trees() -> Iterator[tuple[Path, ast.Module, str]]:
