@@ -1,16 +1,20 @@
-"""Scale on CPU over gloo: DDP and FSDP2 with 2 processes, LoRA/QLoRA under them, activation checkpointing."""
+"""Scale on CPU over gloo: DDP and FSDP2 with 2 processes, LoRA/QLoRA under them, activation checkpointing;
+estimates of runs on GPUs this machine does not have."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
+from lightning_llm.errors import ConfigError
 from lightning_llm.models import BERT, GPT, T5
 from lightning_llm.objectives import CausalLM
+from lightning_llm.recipe import train
 
 from .conftest import TINY, run_cli
 
@@ -149,3 +153,60 @@ def test_activation_checkpointing_same_gradients_less_memory(cls):
     for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert checkpointed_bytes < 0.6 * plain_bytes, (checkpointed_bytes, plain_bytes)
+
+
+def _without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has no GPU (also where it has one), and anything that asks CUDA for a device fails."""
+
+    def no_device(*args: object) -> None:
+        raise AssertionError("the estimate touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_device)
+    monkeypatch.setattr(torch.cuda, "get_device_name", no_device)
+
+
+def test_estimate_a_gpu_experiment_without_a_gpu_says_why_it_is_not_124m(make_cfg, capsys, monkeypatch, tmp_path):
+    _without_cuda(monkeypatch)
+    results = train(make_cfg("experiment=gpt2_small", "estimate=true", tiny=False))
+    out = capsys.readouterr().out
+    estimate = results["estimate"]
+    assert results["status"] == "estimated" and not (tmp_path / "run").exists(), "nothing is written"
+    assert estimate["device"].startswith("H100") and estimate["peak_flops_per_s"] == 989e12  # bf16 dense
+    assert estimate["device_memory_bytes"] == 80 * 1024**3 and estimate["fits"]
+    assert estimate["parameters"]["total"] == 88_988_160 and "4,096 from tokenizer.vocab_size" in out
+    assert "50,257" in out and "124,439,808 parameters" in out, "the published size and why this one differs"
+    assert "no GPU on this machine: estimated for H100" in out and "a100-40gb" in out
+
+
+def test_estimate_on_a_named_gpu_with_sharding(make_cfg, monkeypatch):
+    _without_cuda(monkeypatch)
+    cfg = make_cfg("trainer=fsdp", "trainer.devices=8", "precision=bf16-mixed", "estimate=a100-40gb")
+    estimate = train(cfg)["estimate"]
+    assert estimate["device"].startswith("A100-40GB") and estimate["peak_flops_per_s"] == 312e12
+    assert (estimate["devices"], estimate["shards"], estimate["device_memory_bytes"]) == (8, 8, 40 * 1024**3)
+    assert estimate["tokens_per_step"] == 8 * 8 * 32 and not estimate.get("notes")
+
+
+def test_estimate_on_this_machines_gpu(make_cfg, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L4")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=23 * 2**30))
+    estimate = train(make_cfg("trainer=gpu", "trainer.devices=-1", "precision=bf16-mixed", "estimate=true"))["estimate"]
+    assert (estimate["device"], estimate["devices"], estimate["peak_flops_per_s"]) == ("NVIDIA L4", 2, 121e12)
+    assert estimate["device_memory_bytes"] == 23 * 2**30
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer=gpu", "estimate=b200"], "estimate=b200 is not a GPU of the data sheets: name one of h100-pcie"),
+        (["trainer=cpu", "estimate=a100"], "estimate=a100 names a GPU but trainer.accelerator=cpu: add trainer=gpu"),
+    ],
+)
+def test_estimate_refuses_an_unknown_or_contradictory_gpu(make_cfg, monkeypatch, overrides, message):
+    _without_cuda(monkeypatch)
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(*overrides))

@@ -1,20 +1,46 @@
 """`estimate=true`: a dry run. The model and fine-tuning method are built as the run would build them (no data
 is read: the vocabulary size comes from the tokenizer's config or the pretrained model), and parameters, FLOPs,
-memory per device, time and cost are printed; nothing is trained or written."""
+memory per device, time and cost are printed; nothing is trained or written.
+
+The hardware comes from the config, never from a Trainer, so a GPU run can be estimated on a laptop:
+`estimate=true` estimates on the trainer's device (trainer=gpu: this machine's GPU, or DEFAULT_GPU's data sheet
+where there is none), `estimate=<gpu>` on a GPU of the data sheets (`estimate=a100-40gb`; the names are in
+lightning_llm/training/peaks.py). Nothing touches CUDA unless this machine's GPU is the one estimated.
+"""
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from typing import Any
 
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lightning_llm.errors import ConfigError
+from lightning_llm.finetune import count_parameters
 from lightning_llm.log import quiet_known_noise
+from lightning_llm.recipe.checks import strategy_name
 from lightning_llm.recipe.outputs import remove_if_empty
 from lightning_llm.recipe.results import RunResults
 from lightning_llm.recipe.run import TrainingRecipe, instantiate_model
 from lightning_llm.tokenizers import HFTokenizer
-from lightning_llm.training.estimate import estimate_for_trainer, format_estimate
+from lightning_llm.training.estimate import Hardware, estimate_on, format_estimate, gpu_hardware, local_hardware
+from lightning_llm.training.peaks import GPUS, find_gpu
 
 CHAR_VOCABULARY = 256  # a character tokenizer's size is the corpus' alphabet: about this for text
+#: The GPU `estimate=true` assumes for a GPU trainer on a machine without one (say so; `estimate=<gpu>` picks).
+DEFAULT_GPU = "h100"
+GPU_ACCELERATORS = ("gpu", "cuda")
+#: Strategies that shard weights, gradients and optimizer state over all processes (FSDP, ZeRO-3).
+SHARDING = ("fsdp", "FSDPStrategy", "ModelParallelStrategy", "deepspeed_stage_3", "deepspeed_stage_3_offload")
+#: The vocabularies the published sizes of the model options count (model option -> whose, size): ours comes
+#: from the tokenizer setting, so the same architecture has fewer parameters with our 4096-token BPE.
+PUBLISHED_VOCABULARIES = {
+    "gpt2-small": ("GPT-2", 50257),
+    "bert-base": ("BERT", 30522),
+    "t5-base": ("T5", 32128),
+    "t5-v1_1-small": ("T5 v1.1", 32128),
+}
 
 
 class EstimateRecipe(TrainingRecipe):
@@ -30,26 +56,104 @@ class EstimateRecipe(TrainingRecipe):
             remove_if_empty(self.output_dir)
         return self.results
 
-    def vocab_size(self) -> int:
-        """The vocabulary the run would have: the pretrained tokenizer's, a Hugging Face one's, or the trained
-        tokenizer's configured size."""
+    def vocabulary(self) -> tuple[int, str]:
+        """The vocabulary size the run would have and where it comes from: the pretrained tokenizer's, a Hugging
+        Face one's, or the trained tokenizer's configured size."""
         cfg = self.cfg
         if self.pretrained is not None and self.pretrained.tokenizer is not None:
-            return self.pretrained.tokenizer.vocab_size
+            return self.pretrained.tokenizer.vocab_size, "the tokenizer of model.pretrained"
         if cfg.tokenizer.type == "hf":
-            return HFTokenizer.from_pretrained(cfg.tokenizer.get("path") or cfg.model.get("pretrained")).vocab_size
-        return CHAR_VOCABULARY if cfg.tokenizer.type == "char" else int(cfg.tokenizer.vocab_size)
+            path = cfg.tokenizer.get("path") or cfg.model.get("pretrained")
+            return HFTokenizer.from_pretrained(path).vocab_size, f"the Hugging Face tokenizer {path}"
+        if cfg.tokenizer.type == "char":
+            return CHAR_VOCABULARY, "about a text's alphabet (tokenizer=char)"
+        trained = f"a {cfg.tokenizer.type} tokenizer trained on the data"
+        return int(cfg.tokenizer.vocab_size), f"tokenizer.vocab_size ({trained})"
+
+    def published_size(self, vocab: int) -> str | None:
+        """Why the parameter count is not the model option's published one, when its vocabulary differs."""
+        published = PUBLISHED_VOCABULARIES.get(str(self.results.choices.get("model")))
+        if published is None or published[1] == vocab:
+            return None
+        whose, size = published
+        with torch.device("meta"):  # counted without allocating
+            total = count_parameters(instantiate_model(self.cfg.model, size))["total"]
+        return (
+            f"{whose}'s own vocabulary is {size:,} tokens, which makes this architecture {total:,} parameters "
+            f"(its published size); this run's vocabulary is {vocab:,} (above)"
+        )
 
     def estimate(self) -> None:
         cfg = self.cfg
-        model = instantiate_model(cfg.model, self.vocab_size())
+        vocab, source = self.vocabulary()
+        model = instantiate_model(cfg.model, vocab)
         instantiate(cfg.objective).prepare_model(model)
         finetune = instantiate(cfg.finetune)
         finetune.apply(model)
-        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
-        price = OmegaConf.select(cfg, "callbacks.compute.price_per_device_hour")
-        self.results.estimate = estimate_for_trainer(
-            trainer, model, finetune, cfg.data.batch_size, cfg.data.block_size, cfg.paths.cache_dir, price
+        hardware, notes = target_hardware(cfg)
+        trainer = cfg.trainer
+        estimate = estimate_on(
+            hardware,
+            model,
+            finetune,
+            cfg.data.batch_size,
+            cfg.data.block_size,
+            str(trainer.get("precision", "32-true")),
+            int(trainer.get("accumulate_grad_batches") or 1),
+            trainer.get("max_steps"),
+            OmegaConf.select(cfg, "callbacks.compute.price_per_device_hour"),
         )
+        estimate["vocabulary"] = f"{vocab:,} from {source}"
+        estimate["notes"] = [*notes, *filter(None, [self.published_size(vocab)])]
+        self.results.estimate = estimate
         self.results.status = "estimated"
-        print(format_estimate(self.results.estimate))
+        print(format_estimate(estimate))
+
+
+def device_count(devices: Any, on_gpu: bool) -> int:
+    """Processes per node as Lightning counts `trainer.devices`: a number, device ids (a list or "0,1"), or
+    auto/-1: every visible GPU (one where none is visible), one CPU process."""
+    if isinstance(devices, ListConfig | list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    return max(1, torch.cuda.device_count()) if on_gpu else 1
+
+
+def is_sharded(trainer: DictConfig, strategy: str) -> bool:
+    """Whether the strategy shards the weights over the processes (FSDP, ZeRO stage 3)."""
+    stage = trainer.strategy.get("stage") if isinstance(trainer.get("strategy"), DictConfig) else None
+    return strategy in SHARDING or stage == 3
+
+
+def target_hardware(cfg: DictConfig) -> tuple[Hardware, list[str]]:
+    """The hardware to estimate on (see the module's docstring) and what the user should know about the choice."""
+    trainer = cfg.trainer
+    named = cfg.estimate if isinstance(cfg.estimate, str) else None
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if named and accelerator not in ("auto", *GPU_ACCELERATORS):
+        raise ConfigError(
+            f"estimate={named} names a GPU but trainer.accelerator={accelerator}: add trainer=gpu, or use estimate=true"
+        )
+    on_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and (named or torch.cuda.is_available()))
+    devices = device_count(trainer.get("devices", 1), bool(on_gpu)) * int(trainer.get("num_nodes") or 1)
+    shards = devices if is_sharded(trainer, strategy_name(cfg)) else 1
+    precision = str(trainer.get("precision", "32-true"))
+    if not on_gpu and accelerator not in ("cpu", "auto"):  # tpu, mps: no peak or memory known
+        return Hardware(accelerator, None, f"no peak known for {accelerator} devices", None, devices, shards), []
+    if not on_gpu:
+        return local_hardware(torch.device("cpu"), precision, devices, shards, cfg.paths.cache_dir), []
+    if named is None and torch.cuda.is_available():
+        return local_hardware(torch.device("cuda", 0), precision, devices, shards), []
+    gpu = find_gpu(named or DEFAULT_GPU)
+    names = ", ".join(g.name for g in GPUS)
+    if gpu is None:
+        raise ConfigError(
+            f"estimate={named} is not a GPU of the data sheets: name one of {names} "
+            "(lightning_llm/training/peaks.py), or use estimate=true"
+        )
+    where = f"no GPU on this machine: estimated for {gpu.name.upper()}; estimate=<gpu> picks one of {names}"
+    return gpu_hardware(gpu, precision, devices, shards), [] if named else [where]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -32,7 +33,7 @@ from torch import nn
 
 from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.models import LanguageModel
-from lightning_llm.training.peaks import device_peak_flops, precision_dtype
+from lightning_llm.training.peaks import GPU, device_name, device_peak_flops, gpu_peak_flops, precision_dtype
 
 #: Model FLOPs utilisation assumed when no measured throughput is given: typical of a tuned dense run (PaLM
 #: reports 46% on TPUs, Megatron 30-50% on A100s; this project's nano GPT measured ~30% of the CPU's matmul peak).
@@ -178,6 +179,66 @@ def device_memory(device: torch.device, processes_per_machine: int = 1) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(1, processes_per_machine)
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """What a run is estimated on: one device in words, its peak FLOP/s (and where that number comes from) and
+    memory, the processes that train (`devices`, all nodes) and how many of them shard the weights."""
+
+    device: str
+    peak_flops: float | None
+    peak_source: str
+    memory_bytes: int | None
+    devices: int = 1
+    shards: int = 1
+
+
+def local_hardware(
+    device: torch.device, precision: str, devices: int = 1, shards: int = 1, cache_dir: str | None = None
+) -> Hardware:
+    """This machine's CPU (its measured matmul peak, cached in `cache_dir`; RAM shared by the processes) or GPU."""
+    peak, source = device_peak_flops(device, precision_dtype(precision), cache_dir)
+    memory = device_memory(device, devices if device.type == "cpu" else 1)
+    return Hardware(device_name(device), peak, source, memory, devices, shards)
+
+
+def gpu_hardware(gpu: GPU, precision: str, devices: int = 1, shards: int = 1) -> Hardware:
+    """A GPU from the data sheets (lightning_llm.training.peaks.GPUS), not this machine's: nothing touches CUDA."""
+    peak, source = gpu_peak_flops(gpu, precision_dtype(precision))
+    device = f"{gpu.name.upper()}, {gpu.memory_gib:g} GiB (data sheet)"
+    return Hardware(device, peak, source, int(gpu.memory_gib * GiB), devices, shards)
+
+
+def estimate_on(
+    hardware: Hardware,
+    model: LanguageModel,
+    finetune_method: FinetuneMethod | str | None,
+    batch_size: int,
+    seq_len: int,
+    precision: str,
+    accumulate_grad_batches: int = 1,
+    max_steps: int | None = None,
+    price_per_device_hour: float | None = None,
+    tokens_per_s: float | None = None,
+) -> dict[str, Any]:
+    """`estimate` on `hardware`: its devices, shards, peak and memory, with the device named in the result."""
+    out = estimate(
+        model,
+        finetune_method,
+        batch_size,
+        seq_len,
+        precision,
+        strategy_shards=hardware.shards,
+        devices=hardware.devices,
+        peak_flops=hardware.peak_flops,
+        tokens_per_step=batch_size * seq_len * hardware.devices * accumulate_grad_batches,
+        max_steps=max_steps if max_steps and max_steps > 0 else None,
+        price_per_device_hour=price_per_device_hour,
+        tokens_per_s=tokens_per_s,
+        device_memory_bytes=hardware.memory_bytes,
+    )
+    return {"device": hardware.device, "peak_source": hardware.peak_source, **out}
+
+
 def estimate_for_trainer(
     trainer: pl.Trainer,
     model: LanguageModel,
@@ -188,33 +249,33 @@ def estimate_for_trainer(
     price_per_device_hour: float | None = None,
     tokens_per_s: float | None = None,
 ) -> dict[str, Any]:
-    """`estimate` with the devices, sharding, precision, steps and peak of a configured (not yet fitted) Trainer."""
+    """`estimate_on` this machine with the devices, sharding, precision and steps of a configured (not yet
+    fitted) Trainer."""
     zero = (getattr(trainer.strategy, "config", None) or {}).get("zero_optimization", {}).get("stage")
     sharded = isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy) or zero == 3  # ZeRO-3 shards all
     device = torch.device("cuda", 0) if isinstance(trainer.accelerator, CUDAAccelerator) else torch.device("cpu")
     precision = str(trainer.precision)
-    peak, _ = device_peak_flops(device, precision_dtype(precision), cache_dir)
-    return estimate(
+    world = trainer.world_size
+    hardware = local_hardware(device, precision, world, world if sharded else 1, cache_dir)
+    return estimate_on(
+        hardware,
         model,
         finetune_method,
         batch_size,
         seq_len,
         precision,
-        strategy_shards=trainer.world_size if sharded else 1,
-        devices=trainer.world_size,
-        peak_flops=peak,
-        tokens_per_step=batch_size * seq_len * trainer.world_size * trainer.accumulate_grad_batches,
-        max_steps=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
-        price_per_device_hour=price_per_device_hour,
-        tokens_per_s=tokens_per_s,
-        device_memory_bytes=device_memory(device, trainer.num_devices if device.type == "cpu" else 1),
+        trainer.accumulate_grad_batches,
+        trainer.max_steps,
+        price_per_device_hour,
+        tokens_per_s,
     )
 
 
 def format_estimate(d: dict[str, Any]) -> str:
     """A small plain-text table of an estimate."""
     m = d["memory_bytes"]
-    rows = [
+    rows = [(key, d[key]) for key in ("device", "vocabulary") if d.get(key)]
+    rows += [
         ("parameters (total / trainable)", f"{d['parameters']['total']:,} / {d['parameters']['trainable']:,}"),
         ("finetune, precision", f"{d['finetune']}, {d['precision']}"),
         ("devices (shards)", f"{d['devices']} ({d['shards']})"),
@@ -227,6 +288,9 @@ def format_estimate(d: dict[str, Any]) -> str:
     if d.get("device_memory_bytes"):
         verdict = "fits" if d["fits"] else "does NOT fit"
         rows.append(("device memory", f"{_size(d['device_memory_bytes'])}: {verdict}"))
+    if d.get("peak_flops_per_s"):
+        source = f" ({d['peak_source']})" if d.get("peak_source") else ""
+        rows.append(("peak per device", f"{d['peak_flops_per_s'] / 1e12:,.3g} TFLOP/s{source}"))
     if d.get("tokens_per_s"):
         rows.append(("throughput", f"{d['tokens_per_s']:,.0f} tokens/s ({d['throughput_source']})"))
     for key, label in (("step_seconds", "time per step"), ("total_seconds", f"time for {d.get('max_steps')} steps")):
@@ -238,6 +302,7 @@ def format_estimate(d: dict[str, Any]) -> str:
         rows.append(("cost", f"${d['cost_usd']:,.2f}"))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines += [f"note: {note}" for note in d.get("notes", [])]
     return "\n".join(lines + ([f"warning: {d['warning']}"] if d.get("warning") else []))
 
 

@@ -6,27 +6,43 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-#: Dense (no sparsity) peak FLOP/s from the vendors' data sheets, matched on a lowercase substring of
-#: torch.cuda.get_device_name(); the first match wins, so specific names come before general ones.
-#: fp32 is the plain (non-tensor-core) rate; tf32 applies to fp32 matmuls when torch allows TF32.
-GPU_PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("h100 pcie", {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12}),
-    ("h100 nvl", {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12}),
-    ("h200 nvl", {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12}),
-    ("h100", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}),  # SXM
-    ("h200", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}),  # SXM
-    ("a100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
-    ("l40s", {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12}),
-    ("l40", {"bf16": 181e12, "fp16": 181e12, "tf32": 90.5e12, "fp32": 90.5e12}),
-    ("l4", {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12}),
-    ("a10", {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12}),  # A10 data sheet; AWS A10G too
-    ("t4", {"fp16": 65e12, "fp32": 8.1e12}),  # no bf16 units: bf16 runs at the fp32 rate
-    ("v100", {"fp16": 125e12, "fp32": 15.7e12}),  # SXM2; no bf16 units
+
+@dataclass(frozen=True)
+class GPU:
+    """A GPU's data sheet: dense (no sparsity) peak FLOP/s per dtype and memory. fp32 is the plain
+    (non-tensor-core) rate; tf32 applies to fp32 matmuls when torch allows TF32."""
+
+    key: str  # lowercase words that all appear in the GPU's name (torch.cuda.get_device_name() or a user's)
+    peaks: dict[str, float]
+    memory_gib: float
+
+    @property
+    def name(self) -> str:
+        """How a user names it: `estimate=h100-pcie`."""
+        return self.key.replace(" ", "-")
+
+
+#: The vendors' data sheets; the first GPU whose key words all appear in a name wins, so specific names come first.
+GPUS: tuple[GPU, ...] = (
+    GPU("h100 pcie", {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12}, 80),
+    GPU("h100 nvl", {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12}, 94),
+    GPU("h200 nvl", {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12}, 141),
+    GPU("h100", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}, 80),  # SXM
+    GPU("h200", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}, 141),  # SXM
+    GPU("a100 40gb", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}, 40),
+    GPU("a100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}, 80),
+    GPU("l40s", {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12}, 48),
+    GPU("l40", {"bf16": 181e12, "fp16": 181e12, "tf32": 90.5e12, "fp32": 90.5e12}, 48),
+    GPU("l4", {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12}, 24),
+    GPU("a10", {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12}, 24),  # A10; AWS A10G too
+    GPU("t4", {"fp16": 65e12, "fp32": 8.1e12}, 16),  # no bf16 units: bf16 runs at the fp32 rate
+    GPU("v100", {"fp16": 125e12, "fp32": 15.7e12}, 16),  # SXM2 16 GB; no bf16 units
 )
 #: Matrix size and time budget of the one-off CPU measurement: the best of MEASURE_ROUNDS short rounds, so a
 #: moment without other processes on the cores counts (bf16 matmuls on AMX reach their peak only from ~2048).
@@ -80,13 +96,8 @@ def device_peak_flops(
     device = torch.device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        if dtype == "fp32" and torch.backends.cuda.matmul.allow_tf32:
-            dtype = "tf32"
-        for key, peaks in GPU_PEAKS:
-            if key in name.lower():
-                chosen = dtype if dtype in peaks else "fp32"
-                return peaks[chosen], f"data sheet: {name} {chosen} dense"
-        return None, f"no peak known for {name}"
+        gpu = find_gpu(name)
+        return gpu_peak_flops(gpu, dtype, name) if gpu is not None else (None, f"no peak known for {name}")
     if device.type != "cpu":
         return None, f"no peak known for {device.type} devices"
     threads = torch.get_num_threads()
@@ -99,6 +110,21 @@ def device_peak_flops(
     if path is not None:
         _write_json(path, {**_read_json(path), key: flops})
     return flops, f"measured: {key}"
+
+
+def find_gpu(name: str) -> GPU | None:
+    """The data sheet of a GPU named as torch names it ("NVIDIA A100-SXM4-40GB") or as a user does ("a100-40gb")."""
+    words = name.lower().replace("-", " ").replace("_", " ")
+    return next((gpu for gpu in GPUS if all(word in words for word in gpu.key.split())), None)
+
+
+def gpu_peak_flops(gpu: GPU, dtype: str, name: str | None = None) -> tuple[float, str]:
+    """A GPU's peak FLOP/s for `dtype` (fp32 matmuls at the TF32 rate when torch allows TF32; a dtype without
+    units of its own at the fp32 rate) and where the number comes from."""
+    if dtype == "fp32" and torch.backends.cuda.matmul.allow_tf32:
+        dtype = "tf32"
+    chosen = dtype if dtype in gpu.peaks else "fp32"
+    return gpu.peaks[chosen], f"data sheet: {name or gpu.name} {chosen} dense"
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:
