@@ -90,7 +90,9 @@ def test_optuna_sweep_persists_and_continues(tmp_path, cache_dir):
     assert second.returncode == 0, second.stderr[-3000:]
     import optuna
 
-    study = optuna.load_study(study_name="lightning-llm", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna.db'}")
+    name = yaml.safe_load((tmp_path / "sweep2" / "multirun.yaml").read_text())["hydra"]["sweeper"]["study_name"]
+    assert name == yaml.safe_load((tmp_path / "sweep" / "multirun.yaml").read_text())["hydra"]["sweeper"]["study_name"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'logs' / 'optuna.db'}")
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4, "the study continued"
 
 
