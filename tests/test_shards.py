@@ -198,7 +198,7 @@ def test_writing_shards_leaves_the_seeds_as_they_were(tmp_path):
     expected = draws()
     torch.manual_seed(7), random.seed(7), np.random.seed(7)
     ds = datasets.Dataset.from_dict({"text": [str(n) for n in range(50)]})
-    write_shards(ds, CountingTokenizer(), str(tmp_path / "shards"), {"data": "counting"}, num_workers=2)
+    write_shards(ds, CountingTokenizer(), str(tmp_path / "shards"), {"data": "counting"}, 2, tmp_path / "work")
     assert draws() == expected
 
 
@@ -209,7 +209,7 @@ def test_each_rank_reads_its_own_blocks(tmp_path):
     from lightning_llm.data.shards import write_shards
 
     ds = datasets.Dataset.from_dict({"text": [str(n) for n in range(400)]})
-    write_shards(ds, CountingTokenizer(), str(tmp_path / "shards"), {"data": "counting"}, num_workers=2)
+    write_shards(ds, CountingTokenizer(), str(tmp_path / "shards"), {"data": "counting"}, 2, tmp_path / "work")
     seen = []
     for rank in range(2):
         dataset = streaming_dataset(str(tmp_path / "shards"), 50, shuffle=True, seed=5)
@@ -272,7 +272,7 @@ def test_shards_in_an_object_store_are_written_once_and_reused(make_cfg, tmp_pat
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("HOME", str(tmp_path))  # LitData caches the chunks it reads from a bucket under ~/.lightning
+    monkeypatch.setenv("HOME", str(tmp_path))  # LitData's default cache of chunks read from a bucket: ~/.lightning
     writes = []
     write_shards = shards.write_shards
     monkeypatch.setattr(shards, "write_shards", lambda *a, **k: writes.append(a[2]) or write_shards(*a, **k))
@@ -290,6 +290,7 @@ def test_shards_in_an_object_store_are_written_once_and_reused(make_cfg, tmp_pat
         assert "shards/corpus/train-old/kept.bin" in keys, "a sibling folder is not touched"
         again = train(make_cfg(*quick, output_dir=tmp_path / "b"))  # its manifest read back from the bucket
         assert len(writes) == 2 and again["data"]["tokens"] == first["data"]["tokens"]
+    assert not (tmp_path / ".lightning").exists(), "chunks read from the bucket are kept in our cache"
 
 
 def test_results_name_the_shard_folder(sharded_run):

@@ -145,7 +145,7 @@ class TextDataModule(pl.LightningDataModule):
         check_streaming(streaming, format, holdout, self.pipeline, self.canaries)
         self.streaming = streaming
         self.shards = (
-            ShardStore(shard_dir, self.cache_dir, self.source_names, num_proc or os.cpu_count() or 1)
+            ShardStore(shard_dir, self.cache_dir, self.source_names, num_proc or os.cpu_count() or 1, num_workers)
             if format == "shards"
             else None
         )

@@ -4,7 +4,8 @@
 and training reads them through LitData's `StreamingDataset`: memory stays bounded however large the corpus,
 each DataLoader worker and DDP rank reads its own part, and the loader's position goes into checkpoints, so a
 resumed run continues on the next sample. Every shard folder carries a manifest of what wrote it (the data, its
-cleaning, the tokenizer); reading it with anything else is an error, never a silent reuse.
+cleaning, the tokenizer) and of each file's size and checksum (`shard_manifest`): reading it with anything else,
+or after a chunk changed, is an error, never a silent reuse.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,6 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_llm.data.shard_manifest import (
+    INDEX,
+    MANIFEST,
+    check_reachable,
+    checked_manifest,
+    is_remote,
+    read_json,
+    record_files,
+    remove_folder,
+    write_json,
+)
 from lightning_llm.data.streamed import is_stream
 from lightning_llm.data.text_files import ArrowPageRelease
 from lightning_llm.errors import ConfigError
@@ -31,15 +42,9 @@ from lightning_llm.log import get_logger
 
 log = get_logger(__name__)
 
-MANIFEST = "lightning_llm.json"
-REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "azure://", "hf://")
 ROWS_PER_INPUT = 2048  # text rows one optimize input tokenizes (a worker's unit of work)
 _ROWS_PER_CALL = 64  # rows read at a time
 _CHARS_PER_CALL = 1 << 22  # characters per encode_batch call (threads share it); ids come back as Python ints
-
-
-def is_remote(path: str) -> bool:
-    return str(path).startswith(REMOTE_PREFIXES)
 
 
 def check_format(format: str, packing: str, windows: str, shard_dir: str | None) -> None:
@@ -122,87 +127,6 @@ class _TokenizeRows:
         (Path(self.counts_dir) / name).write_text(json.dumps({"characters": characters, "documents": documents}))
 
 
-def check_reachable(url: str, key: str) -> None:
-    """Fail in one line, fast, on an object-store URL that cannot be reached (no network, no bucket, no access)."""
-    if not url.startswith("s3://"):
-        return
-    import boto3
-    from botocore.config import Config
-
-    bucket = url.removeprefix("s3://").split("/", 1)[0]
-    config = Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 1})
-    try:
-        boto3.client("s3", config=config).head_bucket(Bucket=bucket)
-    except Exception as err:  # botocore raises many kinds: each means the same thing here
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{key}={url!r} is unreachable ({reason}): check the URL, network and credentials") from err
-
-
-def read_manifest(folder: str) -> dict[str, Any] | None:
-    """The manifest of a shard folder (local or an object-store URL), or None when there is none yet."""
-    return _read_json(folder, MANIFEST)
-
-
-def _object_store(url: str):
-    """LitData's client for the object store at `url` (the one its optimize writes the shards with)."""
-    from litdata.streaming.fs_provider import _get_fs_provider
-
-    return _get_fs_provider(url)
-
-
-def _read_json(folder: str, name: str) -> dict[str, Any] | None:
-    """The JSON file `name` in `folder` (local or an object-store URL); None when it is not there."""
-    if not is_remote(folder):
-        path = Path(folder) / name
-        return json.loads(path.read_text()) if path.is_file() else None
-    url = f"{folder.rstrip('/')}/{name}"
-    store = _object_store(url)
-    if not store.exists(url):
-        return None
-    with tempfile.TemporaryDirectory(prefix="lightning-llm-") as tmp:
-        store.download_file(url, os.path.join(tmp, name))
-        return json.loads(Path(tmp, name).read_text())
-
-
-def _write_json(folder: str, name: str, data: dict[str, Any]) -> None:
-    """Write `data` as the JSON file `name` in `folder`: a local file is replaced atomically, and an object store
-    replaces an object whole."""
-    text = json.dumps(data, indent=2)
-    if not is_remote(folder):
-        tmp = Path(folder) / f"{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        tmp.replace(Path(folder) / name)
-        return
-    url = f"{folder.rstrip('/')}/{name}"
-    with tempfile.TemporaryDirectory(prefix="lightning-llm-") as tmp:
-        Path(tmp, name).write_text(text)
-        _object_store(url).upload_file(str(Path(tmp, name)), url)
-
-
-def _remove_folder(folder: str) -> None:
-    """Delete a shard folder that has no manifest (a write that did not finish), local or in an object store."""
-    if not is_remote(folder):
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    prefix = folder.rstrip("/") + "/"  # this folder's objects only, not those of a sibling named like it
-    _object_store(prefix).delete_file_or_directory(prefix)
-
-
-def check_manifest(folder: str, expected: dict[str, Any], key: str) -> bool:
-    """Whether `folder` already holds shards of exactly `expected` (data, cleaning, tokenizer); a folder written
-    by something else is an error naming what differs."""
-    found = read_manifest(folder)
-    if found is None:
-        return False
-    differs = [name for name in expected if found.get(name) != expected[name]]
-    if differs:
-        raise ConfigError(
-            f"{key}={folder!r} holds shards written with another {differs[0]} ({found.get(differs[0])!r}, this run "
-            f"has {expected[differs[0]]!r}): point {key} to a new folder or delete this one"
-        )
-    return True
-
-
 @contextlib.contextmanager
 def _keep_process_state() -> Iterator[None]:
     """`litdata.optimize` reseeds torch, random and numpy (seed 42) and sets environment variables in the calling
@@ -220,19 +144,28 @@ def _keep_process_state() -> Iterator[None]:
         np.random.set_state(states[2])
 
 
-def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_workers: int) -> dict[str, Any]:
+def write_shards(
+    ds, tokenizer, folder: str, manifest: dict[str, Any], num_workers: int, work_dir: str | os.PathLike
+) -> dict[str, Any]:
     """Tokenize the rows of `ds` (a `text` column, optionally `ends_document`; an Arrow table or a streamed
     `datasets.IterableDataset`) into LitData token chunks in `folder`; write the manifest (with the tokens,
-    characters and documents written) last, so an interrupted write is redone, never half-reused."""
+    characters and documents written, and each file's checksum) last, so an interrupted write is redone, never
+    half-reused. LitData's working files (chunks on their way to a bucket, its item lists) go to a folder in
+    `work_dir`, removed afterwards, instead of the system's temporary folder."""
     from litdata import TokensLoader, optimize
 
-    _remove_folder(folder)  # no manifest: a write that did not finish
+    remove_folder(folder)  # no usable manifest: a write that did not finish, or one without checksums
     dtype = token_dtype(tokenizer.vocab_size)
     streamed = is_stream(ds)
     inputs = list(range(ds.num_shards)) if streamed else _row_ranges(ds)
-    with tempfile.TemporaryDirectory(prefix="lightning-llm-counts-") as counts_dir, _keep_process_state():
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="litdata-", dir=work_dir) as work, _keep_process_state():
+        os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = os.path.join(work, "chunks")  # restored on leaving
+        os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = os.path.join(work, "data")
+        counts_dir = Path(work, "counts")
+        counts_dir.mkdir()
         optimize(
-            fn=_TokenizeRows(ds, tokenizer, dtype, counts_dir),
+            fn=_TokenizeRows(ds, tokenizer, dtype, str(counts_dir)),
             inputs=inputs,
             output_dir=folder,
             chunk_bytes="64MB",
@@ -242,8 +175,8 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
             verbose=False,
             reorder_files=False,
         )
-        counts = [json.loads(p.read_text()) for p in Path(counts_dir).glob("*.json")]
-    index = _read_json(folder, "index.json")
+        counts = [json.loads(p.read_text()) for p in counts_dir.glob("*.json")]
+    index = read_json(folder, INDEX)
     unfinished = not streamed and len(ds) and "ends_document" in ds.column_names and not ds[-1]["ends_document"]
     manifest = {
         **manifest,
@@ -251,13 +184,17 @@ def write_shards(ds, tokenizer, folder: str, manifest: dict[str, Any], num_worke
         "characters": sum(c["characters"] for c in counts),
         "documents": sum(c["documents"] for c in counts) + int(unfinished),  # a split through a document: +1
         "dtype": dtype.name,
+        "files": record_files(folder),
     }
-    _write_json(folder, MANIFEST, manifest)  # last: a folder with a manifest is complete
+    write_json(folder, MANIFEST, manifest)  # last: a folder with a manifest is complete
     return manifest
 
 
-def streaming_dataset(folder: str, length: int, shuffle: bool, seed: int, transform: Callable | None = None):
-    """Blocks of `length` tokens from the shards in `folder` (each chunk is cut into whole blocks)."""
+def streaming_dataset(
+    folder: str, length: int, shuffle: bool, seed: int, transform: Callable | None = None, cache_dir: str | None = None
+):
+    """Blocks of `length` tokens from the shards in `folder` (each chunk is cut into whole blocks); chunks read
+    from a bucket are kept in `cache_dir` (LitData's default is ~/.lightning/chunks)."""
     from litdata import StreamingDataset, TokensLoader
 
     return StreamingDataset(
@@ -267,6 +204,7 @@ def streaming_dataset(folder: str, length: int, shuffle: bool, seed: int, transf
         drop_last=True,
         seed=seed,
         transform=transform,
+        cache_dir=cache_dir,
     )
 
 
@@ -326,10 +264,16 @@ class ShardStore:
     """The shard folders of a corpus (per source and split) and the loaders that stream them.
 
     Folders live under `root`: `data.shard_dir` when given (a local folder or an object-store URL), else a
-    folder in the cache named by what the shards hold (the data and cleaning fingerprint and the tokenizer)."""
+    folder in the cache named by what the shards hold (the data and cleaning fingerprint and the tokenizer).
+    `write_workers` processes tokenize the shards; the training loader reads them with `loader_workers` workers
+    (`data.num_workers`). LitData's working files and the chunks it reads from a bucket stay in the cache."""
 
-    def __init__(self, root: str | None, cache_dir: Path, names: list[str], num_workers: int) -> None:
-        self.root, self.cache_dir, self.names, self.num_workers = root, Path(cache_dir), names, num_workers
+    def __init__(
+        self, root: str | None, cache_dir: Path, names: list[str], write_workers: int, loader_workers: int
+    ) -> None:
+        self.root, self.cache_dir, self.names = root, Path(cache_dir), names
+        self.write_workers, self.loader_workers = write_workers, loader_workers
+        self.litdata_dir = str(self.cache_dir / "litdata")
         self.key = "data.shard_dir" if root else "data.cache_dir"
         self.folders: dict[tuple[str, str], str] = {}
         self.tokens: dict[tuple[str, str], int] = {}
@@ -337,7 +281,8 @@ class ShardStore:
         self.location: str | None = None  # the folder the shards are in, once built
 
     def build(self, parts: dict[str, tuple[Any, Any]], tokenizer, tokenizer_key: str, pipeline: str) -> None:
-        """Write (or reuse, when their manifest matches) the shards of every source's train and val rows."""
+        """Write (or reuse, when their manifest matches and their files are intact) the shards of every source's
+        train and val rows."""
         fingerprints = json.dumps({n: [p[0]._fingerprint, p[1]._fingerprint] for n, p in parts.items()})
         digest = hashlib.sha256(f"{fingerprints}-{tokenizer_key}".encode()).hexdigest()[:24]
         root = self.location = self.root or str(self.cache_dir / "shards" / digest)
@@ -345,12 +290,17 @@ class ShardStore:
             for split, ds in zip(("train", "val"), splits, strict=True):
                 folder = f"{root}/{name or 'corpus'}/{split}"
                 expected = {"data": ds._fingerprint, "tokenizer": tokenizer_key, "pipeline": pipeline}
-                manifest = read_manifest(folder) if check_manifest(folder, expected, self.key) else None
+                manifest = checked_manifest(folder, expected, self.key)
                 if manifest is None:
                     log.info("tokenizing the %s rows into shards at %s", split, folder)
-                    manifest = write_shards(ds, tokenizer, folder, expected, self.num_workers)
+                    manifest = write_shards(ds, tokenizer, folder, expected, self.write_workers, self.litdata_dir)
                 self.folders[name, split], self.tokens[name, split] = folder, manifest["tokens"]
                 self.counts[name, split] = {k: manifest.get(k) for k in ("characters", "documents")}
+
+    def _dataset(self, name: str, split: str, length: int, seed: int, transform: Callable | None = None):
+        """A source's blocks of one split: training blocks shuffled, validation blocks in order."""
+        folder = self.folders[name, split]
+        return streaming_dataset(folder, length, split == "train", seed, transform, self.litdata_dir)
 
     def blocks(self, split: str, length: int) -> int:
         return sum(self.tokens[name, split] // length for name in self.names)
@@ -360,20 +310,17 @@ class ShardStore:
         from litdata import CombinedStreamingDataset
 
         if len(self.names) == 1:
-            dataset = streaming_dataset(self.folders[self.names[0], "train"], length, True, seed)
-            return streaming_loader(dataset, batch_size, collate, self.num_workers)
-        parts = [
-            streaming_dataset(self.folders[name, "train"], length, True, seed, TagSource(index))
-            for index, name in enumerate(self.names)
-        ]
+            dataset = self._dataset(self.names[0], "train", length, seed)
+            return streaming_loader(dataset, batch_size, collate, self.loader_workers)
+        parts = [self._dataset(name, "train", length, seed, TagSource(index)) for index, name in enumerate(self.names)]
         mixed = CombinedStreamingDataset(parts, seed=seed, weights=weights, iterate_over_all=False)
-        return streaming_loader(mixed, batch_size, collate, self.num_workers)
+        return streaming_loader(mixed, batch_size, collate, self.loader_workers)
 
     def val_loader(self, length: int, batch_size: int, collate, seed: int):
         """Validation blocks in order, collated with content-seeded randomness; a mixture's sources in turns."""
         loaders = [
             torch.utils.data.DataLoader(
-                streaming_dataset(self.folders[name, "val"], length, False, seed),
+                self._dataset(name, "val", length, seed),
                 batch_size=batch_size,
                 collate_fn=ContentSeeded(collate, seed),
             )
