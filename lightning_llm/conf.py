@@ -26,6 +26,7 @@ STUDY_IGNORES = (
     "overwrite",
     "callbacks.rich_progress_bar",
     "callbacks.text_progress",
+    "callbacks.validation_summary",
     "callbacks.compute",
 )
 

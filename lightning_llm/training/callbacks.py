@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,36 +50,93 @@ class StepProgressBar(RichProgressBar):
 
 
 class TextProgress(pl.Callback):
-    """A plain progress line every `every_n_steps` (step, loss, tokens/s, elapsed, ETA) for logs that are not a
-    terminal (`make train > log`, nohup, SLURM), where a live bar prints nothing readable. The recipe uses it
-    instead of the bar when stdout is not a TTY."""
+    """Plain progress lines for logs that are not a terminal (`make train > log`, nohup, SLURM), where a live bar
+    prints nothing readable: in training every `every_n_steps` steps or `every_n_seconds`, whichever comes first
+    (step, loss, tokens/s, elapsed, ETA), so a run of minutes per step still says where it is; in validation every
+    `every_n_seconds` (batches done of all). The recipe uses it instead of the bar when stdout is not a TTY."""
 
-    def __init__(self, every_n_steps: int = 50, only_without_terminal: bool = True) -> None:
+    def __init__(
+        self, every_n_steps: int = 50, every_n_seconds: float = 30, only_without_terminal: bool = True
+    ) -> None:
         self.every_n_steps = max(1, every_n_steps)
+        self.every_n_seconds = every_n_seconds
         self.enabled = not (only_without_terminal and sys.stdout.isatty())
         self.started: float | None = None
         self.first_step = 0
         self.first_tokens = 0
+        self.last_line = time.perf_counter()  # when a line was last written
+        self.last_step = -1  # the step of the last training line (a step of several micro-batches writes once)
+        self.val_batches, self.val_started = 0, self.last_line  # batches done in this validation, and since when
+
+    def _due(self, now: float) -> bool:
+        return now - self.last_line >= self.every_n_seconds
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started, self.first_step = time.perf_counter(), trainer.global_step
         self.first_tokens = getattr(pl_module, "tokens_seen", 0)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
-        step = trainer.global_step
-        if not self.enabled or (step % self.every_n_steps and step != trainer.max_steps):
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        step, now = trainer.global_step, time.perf_counter()
+        if not self.enabled or step == self.last_step:
             return
-        elapsed = time.perf_counter() - (self.started or time.perf_counter())
+        if step % self.every_n_steps and step != trainer.max_steps and not self._due(now):
+            return
+        elapsed = now - (self.started if self.started is not None else now)
         done = max(1, step - self.first_step)
         tokens_per_s = (getattr(pl_module, "tokens_seen", 0) - self.first_tokens) / max(elapsed, 1e-9)
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs  # this step's, not the last logged
         parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
-        if loss is not None:
-            parts.append(f"loss {float(loss):.4f}")
+        if isinstance(loss, torch.Tensor):  # Lightning divides it by the micro-batches of a step
+            parts.append(f"loss {float(loss) * trainer.accumulate_grad_batches:.4f}")
         parts += [f"{tokens_per_s:,.0f} tokens/s", f"elapsed {_clock(elapsed)}"]
         if trainer.max_steps > 0:
             parts.append(f"ETA {_clock(elapsed / done * (trainer.max_steps - step))}")
         log.info(" | ".join(parts))
+        self.last_line, self.last_step = now, step
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.val_batches, self.val_started = 0, time.perf_counter()
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        self.val_batches += 1
+        now = time.perf_counter()
+        if not self.enabled or trainer.sanity_checking or not self._due(now):
+            return
+        total = sum(n for n in trainer.num_val_batches if n != float("inf"))
+        of = f"/{total}" if total else ""
+        log.info(
+            f"validation at step {trainer.global_step} | batch {self.val_batches}{of} | "
+            f"elapsed {_clock(now - self.val_started)}"
+        )
+        self.last_line = now
+
+
+class ValidationSummary(pl.Callback):
+    """One line per validation, in a terminal and in logs alike: the step and every `val/` metric (the loss first,
+    then the objective's: perplexity, accuracy, ...; a mixture's per-source losses). Under a live bar the line is
+    printed above it through rich's console (a plain log line would be drawn over) and written to the log files."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+        if not metrics:
+            return
+        names = sorted(metrics, key=lambda k: (k != "val/loss", k.count("/"), k))
+        line = " | ".join([f"validation at step {trainer.global_step}", *(f"{k} {metrics[k]:.4f}" for k in names)])
+        progress = getattr(trainer.progress_bar_callback, "progress", None)
+        if progress is None or not progress.live.is_started:
+            log.info(line)
+            return
+        progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
 
 
 def _clock(seconds: float) -> str:
