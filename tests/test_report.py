@@ -278,6 +278,47 @@ def test_sweep_report_seeds_as_statistics(tmp_path):
     assert_self_contained(sweep / "report.html")
 
 
+def test_sweep_jobs_are_named_by_their_swept_values(tmp_path, monkeypatch):
+    from lightning_llm.report import sweep_report
+
+    legends, line_plot = [], sweep_report.plots.line_plot
+    monkeypatch.setattr(
+        sweep_report.plots,
+        "line_plot",
+        lambda curves, *a, **k: legends.append(list(curves)) or line_plot(curves, *a, **k),
+    )
+    sweep = write_sweep(tmp_path / "sweep")
+    write_sweep_report(sweep)
+    jobs = {row[0]: row[1] for row in md_table((sweep / "report.md").read_text(), "job")}
+    assert jobs["0"] == "optimizer.lr=0.001 scheduler=cosine seed=0"
+    assert jobs["5"] == "optimizer.lr=0.01 scheduler=linear seed=2"
+    assert legends[0] == list(jobs.values()), "the curves are labelled by the swept values, not by job numbers"
+    optuna = tmp_path / "optuna"  # long floats, a point tried twice, fixed overrides that every job shares
+    for job, lr in enumerate((0.0019960425587510337, 0.0019960425587510337, 0.00782)):
+        write_run(optuna / str(job), overrides=[f"optimizer.lr={lr}", "model.n_layer=2", "paths.cache_dir=/c"])
+    (optuna / "summary.csv").write_text("job,overrides,status,val/loss,error\n")
+    assert sweep_report.job_names(sweep_report.load_sweep(optuna)) == {
+        "0": "optimizer.lr=0.001996 (job 0)",
+        "1": "optimizer.lr=0.001996 (job 1)",
+        "2": "optimizer.lr=0.00782",
+    }
+
+
+def test_a_long_legend_goes_below_the_axes_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from lightning_llm.report.plots import line_figure
+
+    curves = {f"optimizer.lr=0.00{i}1 model.n_embd=128 seed={i}": [(0, 6.0 - i / 10), (100, 4.0)] for i in range(9)}
+    fig = line_figure(curves, "val/loss of every job", "step", "val/loss")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(curves)
+    box, axes, figure = legend.get_window_extent(renderer), fig.axes[0].get_tightbbox(renderer), fig.bbox
+    assert figure.y0 <= box.y0 and box.y1 <= axes.y0, "below the axes and their tick labels"
+    assert figure.x0 <= box.x0 and box.x1 <= figure.x1, (box, figure)
+
+
 def test_optuna_sweep_adds_the_study(tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")
     monkeypatch.chdir(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,21 +16,30 @@ HEIGHT = 3.6  # inches, every figure
 # Margins in inches for line plots (short numeric tick labels): fixed margins draw a figure once, where
 # constrained layout measures every tick label first, which made each figure take about twice as long
 LINE_MARGINS = {"left": 0.95, "right": 0.2, "top": 0.35, "bottom": 0.55}
+# A legend goes below the axes, in columns, when it has more entries or longer ones than fit inside them: a
+# sweep's jobs are named by their swept values ("optimizer.lr=0.001 model.n_embd=128 seed=2")
+LEGEND_INSIDE_MAX = (6, 24)  # entries, characters
+LEGEND_ROW, LEGEND_CHAR, LEGEND_HANDLE = 0.2, 0.065, 0.6  # inches: a row, a character (font "small"), a handle
 
 
 def _figure(
-    title: str, xlabel: str, ylabel: str, width: float = 7.0, margins: dict[str, float] | None = None
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    width: float = 7.0,
+    margins: dict[str, float] | None = None,
+    height: float = HEIGHT,
 ) -> tuple[Any, Any]:
     """A figure with one axes: margins in inches, or constrained layout (names as tick labels) without them."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, HEIGHT), dpi=100, layout=None if margins else "constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=None if margins else "constrained")
     if margins:
         fig.subplots_adjust(
             left=margins["left"] / width,
             right=1 - margins["right"] / width,
-            top=1 - margins["top"] / HEIGHT,
-            bottom=margins["bottom"] / HEIGHT,
+            top=1 - margins["top"] / height,
+            bottom=margins["bottom"] / height,
         )
     ax = fig.add_subplot()
     ax.set_title(title)
@@ -45,14 +55,21 @@ def _data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def line_plot(
+def line_figure(
     curves: dict[str, Series], title: str, xlabel: str, ylabel: str, marks: Sequence[Mark] = (), logy: bool = False
-) -> str | None:
-    """Curves (label -> [(x, y)]) and marked points as one PNG; None when there is nothing to draw."""
+) -> Any:
+    """Curves (label -> [(x, y)]) and marked points as a matplotlib Figure; None when there is nothing to draw.
+    A legend of many or long labels goes below the axes (the figure grows by its rows)."""
     curves = {label: list(points) for label, points in curves.items() if points}
     if not curves and not marks:
         return None
-    fig, ax = _figure(title, xlabel, ylabel, margins=LINE_MARGINS)
+    labels = [*curves, *(label for _, _, label in marks)]
+    below = len(labels) > 1 and (len(labels) > LEGEND_INSIDE_MAX[0] or max(map(len, labels)) > LEGEND_INSIDE_MAX[1])
+    width = 7.0
+    columns = max(1, int((width - 0.4) // (LEGEND_CHAR * max(map(len, labels)) + LEGEND_HANDLE)))
+    legend_height = LEGEND_ROW * math.ceil(len(labels) / columns) + 0.1 if below else 0.0
+    margins = {**LINE_MARGINS, "bottom": LINE_MARGINS["bottom"] + legend_height}
+    fig, ax = _figure(title, xlabel, ylabel, width, margins, HEIGHT + legend_height)
     for label, points in curves.items():
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, label=label, marker="." if len(points) < 30 else None, linewidth=1.2)
@@ -60,9 +77,19 @@ def line_plot(
         ax.scatter([x], [y], marker="*", s=120, zorder=3, label=label)
     if logy and all(y > 0 for points in curves.values() for _, y in points):
         ax.set_yscale("log")
-    if len(curves) + len(marks) > 1:
-        ax.legend(fontsize="small", ncols=1 + len(curves) // 12)
-    return _data_uri(fig)
+    if below:
+        fig.legend(loc="lower center", ncols=columns, fontsize="small", frameon=False)
+    elif len(labels) > 1:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def line_plot(
+    curves: dict[str, Series], title: str, xlabel: str, ylabel: str, marks: Sequence[Mark] = (), logy: bool = False
+) -> str | None:
+    """`line_figure` as one PNG; None when there is nothing to draw."""
+    fig = line_figure(curves, title, xlabel, ylabel, marks, logy)
+    return None if fig is None else _data_uri(fig)
 
 
 def numeric_scatter(points: Sequence[tuple[float, float]], title: str, xlabel: str, ylabel: str) -> str:

@@ -27,12 +27,15 @@ def write_sweep_report(sweep_dir: str | Path, metric: str | None = None) -> list
     values = {run.label: value for run in runs if (value := metric_of(run, metric)) is not None}
     failed = [run for run in runs if run.results.get("status") not in FINISHED]
     doc.text(f"{len(runs)} jobs, {len(failed)} did not finish; metric: {metric}")
-    rows = [[r.label, " ".join(r.overrides), r.results.get("status", "unknown"), values.get(r.label)] for r in runs]
-    doc.table(["job", "overrides", "status", metric], rows)
+    names = job_names(runs)
+    rows = [[r.label, names[r.label], r.results.get("status", "unknown"), values.get(r.label)] for r in runs]
+    doc.table(["job", "swept", "status", metric], rows)
     add_hyperparameters(doc, runs, values, metric)
     doc.heading("Validation curves")
-    curves = {run.label: run.val_loss_curve() for run in runs}
+    curves = {names[run.label]: run.val_loss_curve() for run in runs}
     doc.figure(plots.line_plot(curves, "val/loss of every job", "step", "val/loss"), "val/loss, all jobs")
+    doc.heading("Overrides", 3)
+    doc.table(["job", "overrides"], [[r.label, " ".join(r.overrides)] for r in runs])
     if failed:
         doc.heading("Jobs that did not finish")
         doc.table(
@@ -52,13 +55,37 @@ def metric_of(run: Run, metric: str) -> float | None:
     return float(value)
 
 
-def swept(runs: list[Run]) -> dict[str, dict[str, str]]:
-    """Hyperparameter -> {job: value} for every override key (but seed) whose value differs between jobs."""
+def swept(runs: list[Run], seed: bool = False) -> dict[str, dict[str, str]]:
+    """Hyperparameter -> {job: value} for every override key (but seed, unless asked) whose value differs between
+    jobs."""
     table: dict[str, dict[str, str]] = {}
     for run in runs:
         for key, value in filter(None, map(parse_override, run.overrides)):
             table.setdefault(key, {})[run.label] = value
-    return {k: v for k, v in table.items() if k != "seed" and len(set(v.values())) > 1}
+    return {k: v for k, v in table.items() if (seed or k != "seed") and len(set(v.values())) > 1}
+
+
+def _short(value: str) -> str:
+    """A swept value as a name shows it: a fraction to 4 significant digits (Optuna's 0.0019960425587510337)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("+-").isdigit() else f"{number:.4g}"
+
+
+def swept_name(run: Run, params: dict[str, dict[str, str]]) -> str:
+    """A job by its swept values: `optimizer.lr=0.001 scheduler=cosine` (empty when nothing is swept)."""
+    return " ".join(f"{key}={_short(by_job[run.label])}" for key, by_job in params.items() if run.label in by_job)
+
+
+def job_names(runs: list[Run]) -> dict[str, str]:
+    """Job -> a name for tables and legends: its swept values, seed included (`job <n>` when nothing is swept; the
+    job's number added where two jobs would share a name, as an Optuna study that tries a point twice)."""
+    params = swept(runs, seed=True)
+    names = {run.label: swept_name(run, params) or f"job {run.label}" for run in runs}
+    repeated = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {job: f"{name} (job {job})" if name in repeated else name for job, name in names.items()}
 
 
 def _number(text: str) -> float | None:
@@ -89,12 +116,12 @@ def add_hyperparameters(doc: Document, runs: list[Run], values: dict[str, float]
 
 
 def configurations(runs: list[Run], values: dict[str, float]) -> dict[str, list[float]]:
-    """The metric's values grouped by configuration: the overrides without `seed=`."""
+    """The metric's values grouped by configuration: the swept values without the seed."""
+    params = swept(runs)
     groups: dict[str, list[float]] = {}
     for run in runs:
         if run.label in values:
-            rest = [o for o in run.overrides if (parse_override(o) or ("", ""))[0] != "seed"]
-            groups.setdefault(" ".join(rest) or "(defaults)", []).append(values[run.label])
+            groups.setdefault(swept_name(run, params) or "(defaults)", []).append(values[run.label])
     return groups
 
 
