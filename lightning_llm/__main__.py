@@ -1,6 +1,5 @@
-"""`python -m lightning_llm <verb>`: see lightning_llm.cli.main."""
+"""`python -m lightning_llm <verb>`, the same as the installed `lightning-llm <verb>` (lightning_llm.cli.main)."""
 
-from lightning_llm.cli.handler import exit_now
-from lightning_llm.cli.main import main
+from lightning_llm.cli.main import cli
 
-exit_now(main())
+cli()

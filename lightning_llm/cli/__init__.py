@@ -1,1 +1,2 @@
-"""Commands: `train.py` (Hydra) and `python -m lightning_llm <verb>` share one error handler (cli.handler)."""
+"""Commands: `lightning-llm <verb>` (cli.main; `python -m lightning_llm <verb>`, and `python train.py` for `train`)
+with one error handler and exit-code convention (cli.handler)."""

@@ -1,15 +1,20 @@
-"""`python -m lightning_llm chat model.pretrained=<run, .ckpt or HF folder> [key=value ...]`: an interactive
-conversation with a decoder (keys: conf/generate.yaml). The checkpoint's chat template is used when it has one
-(Hugging Face `chat_template`, rendered as transformers does), else a plain User:/Assistant: template (said once).
-`/reset` starts over, `/quit` (or end of input) leaves."""
+"""`lightning-llm chat model.pretrained=<run, .ckpt or HF folder> [--system TEXT] [key=value ...]`: an
+interactive conversation with a decoder (keys: conf/generate.yaml, as for generate). The checkpoint's chat template
+is used when it has one (Hugging Face `chat_template`, rendered as transformers does; `--template TEXT` gives
+another), else a plain User:/Assistant: template (said once). `/reset` starts over, `/quit` (or end of input)
+leaves."""
 
 from __future__ import annotations
 
 import argparse
 
-from lightning_llm.cli.generate import add_arguments  # the same keys as generate
+from lightning_llm.cli.generate import add_settings_arguments
 
-__all__ = ["add_arguments", "run"]
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", metavar="TEXT", help="a system message that opens the conversation (verbatim)")
+    parser.add_argument("--template", metavar="TEXT", help="a Jinja chat template (default: the checkpoint's own)")
+    add_settings_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -19,7 +24,7 @@ def run(args: argparse.Namespace) -> None:
     from lightning_llm.errors import ConfigError
     from lightning_llm.inference import chat_template
 
-    cfg = load_settings(args.overrides)
+    cfg = load_settings(args)
     generator = open_generator(cfg)
     if generator.model.architecture != "decoder":
         raise ConfigError(
@@ -27,16 +32,16 @@ def run(args: argparse.Namespace) -> None:
             f"{generator.model.architecture}: use python -m lightning_llm generate"
         )
     tokenizer = generator.tokenizer
-    template = chat_template(getattr(tokenizer, "chat_template", None), cfg.chat.template)
+    template = chat_template(getattr(tokenizer, "chat_template", None), args.template)
     if template.plain:
         print("(no chat template in the checkpoint: using a plain User:/Assistant: template)", file=sys.stderr)
-    settings = settings_of(cfg)
+    settings = settings_of(cfg, args)
     settings.until = list(dict.fromkeys([*settings.until, *template.stops]))
     special = {
         "bos_token": tokenizer.special.get("bos") if hasattr(tokenizer, "special") else "<s>",
         "eos_token": tokenizer.special.get("eos") if hasattr(tokenizer, "special") else "</s>",
     }
-    opening = [{"role": "system", "content": cfg.chat.system}] if cfg.chat.system else []
+    opening = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(opening)
     turn = 0
     while True:

@@ -1,13 +1,15 @@
-"""`python -m lightning_llm export <checkpoint or run dir> <out dir>`: one of our checkpoints as a Hugging Face
+"""`lightning-llm export model.pretrained=<run or .ckpt> <out dir>`: one of our checkpoints as a Hugging Face
 model folder (config.json, model.safetensors, tokenizer files) that transformers' Auto classes load."""
 
 from __future__ import annotations
 
 import argparse
 
+from lightning_llm.cli.arguments import add_checkpoint_argument, checkpoint_of
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a .ckpt file or a run folder (its checkpoints/last.ckpt)")
+    add_checkpoint_argument(parser, "a .ckpt file or a run folder (its checkpoints/last.ckpt)")
     parser.add_argument("out_dir", help="the Hugging Face model folder to write (must not exist or be empty)")
     parser.add_argument("--no-tokenizer", action="store_true", help="write the model only")
     parser.add_argument("--verify", action="store_true", help="load it with transformers and compare logits")
@@ -23,8 +25,9 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"out_dir {out} is not empty: choose a new folder (nothing is overwritten)")
-    source = resolve_checkpoint_path(args.checkpoint, key="checkpoint")
-    pretrained = load_pretrained(source, key="checkpoint")
+    checkpoint, key = checkpoint_of(args.checkpoint)
+    source = resolve_checkpoint_path(checkpoint, key=key)
+    pretrained = load_pretrained(source, key=key)
     if pretrained.finetune is not None:
         raise ConfigError(
             f"{source}: finetune={pretrained.finetune.name} keeps modules of its own (no Hugging Face place): export "

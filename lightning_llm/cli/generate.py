@@ -1,12 +1,15 @@
-"""`python -m lightning_llm generate model.pretrained=<run, .ckpt or HF folder> prompt="..." [key=value ...]`:
-text from a trained model (keys: conf/generate.yaml). GPT continues the prompt, T5 maps it to an output, BERT
-fills its mask tokens; several prompts (`prompts_file=`, one per line) run in padded batches; the first streams
-to the terminal; `output=<file.jsonl>` records prompts, outputs, token counts and tokens/s."""
+"""`lightning-llm generate model.pretrained=<run, .ckpt or HF folder> --prompt TEXT [key=value ...]`: text from a
+trained model (keys: conf/generate.yaml, as Hydra overrides; the prompts verbatim, never parsed as overrides).
+GPT continues the prompt, T5 maps it to an output, BERT fills its mask tokens; several prompts (`--prompt` again,
+or `--prompts-file`, one per line) run in padded batches; a single prompt streams to the terminal;
+`output=<file.jsonl>` records prompts, outputs, token counts and tokens/s."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+
+from lightning_llm.cli.arguments import add_prompt_arguments, read_prompts, take_text_words
 
 
 @dataclass
@@ -15,18 +18,10 @@ class ModelSettings:
 
 
 @dataclass
-class ChatSettings:
-    system: str | None = None
-    template: str | None = None
-
-
-@dataclass
 class GenerateConfig:
     """conf/generate.yaml (what the keys mean is written there)."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
-    prompt: str | None = None
-    prompts_file: str | None = None
     max_new_tokens: int = 64
     temperature: float = 0.8
     top_k: int | None = 50
@@ -40,35 +35,43 @@ class GenerateConfig:
     quantize: str = "none"
     add_bos: bool | None = None
     num_threads: int | None = None
-    chat: ChatSettings = field(default_factory=ChatSettings)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The overrides of conf/generate.yaml (shown below the options) and the stop strings (verbatim)."""
     from lightning_llm.conf import CONFIG_DIR
 
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="keys of conf/generate.yaml (below)")
+    parser.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="cut the output before TEXT (repeat for more)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="model.pretrained=<checkpoint> and the keys below"
+    )
     parser.epilog = "conf/generate.yaml:\n\n" + (CONFIG_DIR / "generate.yaml").read_text()
 
 
-def load_settings(overrides: list[str]):
-    """The composed, checked config and the loaded generator (the part generate and chat share)."""
-    from pathlib import Path
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_prompt_arguments(parser)
+    add_settings_arguments(parser)
 
+
+def load_settings(args: argparse.Namespace):
+    """The composed, checked config of the command line's overrides (free text taken out first, verbatim)."""
     from lightning_llm.cli.overrides import compose_tool_config
     from lightning_llm.errors import ConfigError
     from lightning_llm.recipe.schema import validate_against
 
-    cfg = compose_tool_config("generate", overrides)
+    take_text_words(args)
+    cfg = compose_tool_config("generate", args.overrides)
     validate_against(cfg, GenerateConfig)
-    if cfg.prompts_file and not Path(cfg.prompts_file).is_file():
-        raise ConfigError(f"prompts_file={cfg.prompts_file!r} does not exist: give a text file, one prompt per line")
     for key, low in (("max_new_tokens", 1), ("batch_size", 1)):
         if cfg[key] < low:
             raise ConfigError(f"{key}={cfg[key]} must be at least {low}")
     return cfg
 
 
-def settings_of(cfg):
+def settings_of(cfg, args: argparse.Namespace):
+    """The sampling settings of the config, with the command line's `--stop` strings."""
     from lightning_llm.models.scoring import GenerationSettings
 
     return GenerationSettings(
@@ -76,12 +79,13 @@ def settings_of(cfg):
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p,
-        until=list(cfg.stop),
+        until=[*cfg.stop, *args.stop],
         repetition_penalty=cfg.repetition_penalty,
     )
 
 
 def open_generator(cfg):
+    """The checkpoint (quantized when asked) and its tokenizer, ready to generate."""
     from lightning_llm.inference import TextGenerator, load_for_inference
     from lightning_llm.recipe.context import set_num_threads
 
@@ -95,16 +99,11 @@ def run(args: argparse.Namespace) -> None:
     import sys
     from pathlib import Path
 
-    from lightning_llm.errors import ConfigError
     from lightning_llm.inference import completion_record
 
-    cfg = load_settings(args.overrides)
-    prompts = [cfg.prompt] if cfg.prompt is not None else []
-    if cfg.prompts_file:
-        prompts += [line.rstrip("\n") for line in Path(cfg.prompts_file).read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise ConfigError('no prompt: give prompt="..." or prompts_file=<file, one prompt per line>')
-    generator, settings = open_generator(cfg), settings_of(cfg)
+    cfg = load_settings(args)
+    prompts = read_prompts(args)
+    generator, settings = open_generator(cfg), settings_of(cfg, args)
 
     def stream(text: str) -> None:
         sys.stdout.write(text)

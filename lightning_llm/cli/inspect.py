@@ -1,4 +1,4 @@
-"""`python -m lightning_llm inspect <checkpoint, run dir or HF folder> --prompt "..." [--prompt ...]`: look
+"""`lightning-llm inspect model.pretrained=<run, .ckpt or HF folder> --prompt TEXT [--prompt ...]`: look
 inside a trained model. Writes attention heatmaps and head scores, the logit lens (decoders), token attributions
 (integrated gradients) and, with --probe, linear probes per layer on the embedded docstring -> module task, as
 PNGs, CSV tables and an index.html that opens offline."""
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 
+from lightning_llm.cli.arguments import add_checkpoint_argument, add_prompt_arguments, checkpoint_of, read_prompts
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a .ckpt file, a run folder (its checkpoints/last.ckpt) or a HF folder")
-    parser.add_argument("--prompt", action="append", required=True, help="text to inspect (repeat for more)")
+    add_checkpoint_argument(parser, "a .ckpt file, a run folder (its checkpoints/last.ckpt) or a HF folder")
+    add_prompt_arguments(parser)
     parser.add_argument("--target", help="the token whose next-token logit attributions explain (one token)")
     parser.add_argument("--target-class", type=int, help="the class attributions explain (a classifier)")
     parser.add_argument("--out", help="the folder to write (default: logs/inspect/<checkpoint name>)")
@@ -26,21 +28,23 @@ def run(args: argparse.Namespace) -> None:
     from lightning_llm.errors import ConfigError
     from lightning_llm.inspect import encode_prompt, resolve_target, stdlib_module_task, write_inspection
 
-    pretrained = load_pretrained(args.checkpoint, key="checkpoint")
+    checkpoint, key = checkpoint_of(args.checkpoint)
+    prompts = read_prompts(args)
+    pretrained = load_pretrained(checkpoint, key=key)
     if pretrained.tokenizer is None:
-        raise ConfigError(f"checkpoint={args.checkpoint!r} carries no tokenizer: inspection needs one to read prompts")
+        raise ConfigError(f"{key}={checkpoint!r} carries no tokenizer: inspection needs one to read prompts")
     model = model_from_pretrained(pretrained)
     resolve_target(model, pretrained.tokenizer, args.target, args.target_class)  # mistakes fail before any work
-    for prompt in args.prompt:
+    for prompt in prompts:
         encode_prompt(model, pretrained.tokenizer, prompt)
-    source = Path(args.checkpoint)
+    source = Path(checkpoint)
     name = source.parent.parent.name if source.name == "last.ckpt" else source.stem or source.name
     out = Path(args.out) if args.out else Path("logs") / "inspect" / name
     probe = stdlib_module_task(per_class=args.probe_rows, seed=args.seed) if args.probe else None
     index = write_inspection(
         model,
         pretrained.tokenizer,
-        args.prompt,
+        prompts,
         out,
         target=args.target,
         target_class=args.target_class,
