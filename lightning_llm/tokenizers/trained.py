@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import random
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -85,6 +86,7 @@ def check_tokenizer_type(type: str) -> None:
 MAX_SENTENCE_CHARS = 16_384  # SentencePiece skips longer sentences (its limit is 64 KiB)
 SAMPLE_LINES_FOR_LENGTH = 10_000  # lines read to estimate the mean line length of a corpus
 MIN_SAMPLE_LINES = 1_000  # the smallest line sample SentencePiece is given (it needs more than 100)
+SAMPLE_SEED = 0  # the line sample's seed: the same corpus gives the same sample, hence the same tokenizer
 
 
 def _sentences(texts: Iterable[str]) -> Iterator[str]:
@@ -100,6 +102,29 @@ def _sentences(texts: Iterable[str]) -> Iterator[str]:
                 yield line
 
 
+def _sample_lines(lines: Iterable[str], size: int, seed: int) -> list[str]:
+    """A uniform sample of `size` of `lines` (all of them when there are fewer), the same for the same lines and
+    seed: reservoir sampling (Algorithm R), one draw per line past the first `size`."""
+    rng = random.Random(seed)
+    sample: list[str] = []
+    for seen, line in enumerate(lines):
+        if seen < size:
+            sample.append(line)
+            continue
+        slot = int(rng.random() * (seen + 1))
+        if slot < size:
+            sample[slot] = line
+    return sample
+
+
+def _handed_over(sample: list[str]) -> Iterator[str]:
+    """The lines of `sample` in order, each dropped from it as it is taken, so that the sample is not held twice
+    while SentencePiece copies it."""
+    sample.reverse()
+    while sample:
+        yield sample.pop()
+
+
 def train_or_load_tokenizer(
     texts: Iterable[str],
     type: str,
@@ -113,8 +138,10 @@ def train_or_load_tokenizer(
 ) -> tuple[Tokenizer, Path, bool]:
     """Train a tokenizer on `texts`, or reuse the one cached for this config and data fingerprint.
 
-    SentencePiece trains on a uniform sample (its reservoir) of at most `input_sentence_size` lines and about
-    `input_characters` characters, so its memory stays bounded however large the corpus.
+    SentencePiece trains on a uniform sample of at most `input_sentence_size` lines and about `input_characters`
+    characters, so its memory stays bounded however large the corpus. The sample is drawn here with a fixed seed
+    (SentencePiece's own sampler is seeded from the OS), so the same settings and data give the same tokenizer
+    in every process: the cache key names one tokenizer.
     Returns the tokenizer, its file, and whether it was trained now (False on a cache hit).
     """
     check_tokenizer_type(type)
@@ -132,6 +159,7 @@ def train_or_load_tokenizer(
         if not (isinstance(input_characters, int) and input_characters > 0):
             raise ConfigError(f"tokenizer.input_characters={input_characters!r} must be an integer > 0")
         settings["input_characters"] = input_characters
+        settings["sample_seed"] = SAMPLE_SEED  # tokenizers cached before the sample was seeded are not reused
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "tokenizers" / f"{type}-{key}" / "tokenizer.model"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,14 +192,15 @@ def _train_sentencepiece(
 ) -> bytes:
     model = io.BytesIO()
     sentences = _sentences(texts)
-    # SentencePiece's reservoir counts lines: long lines (paragraphs) would let it keep the whole corpus, so the
-    # line budget is also cut to about `input_characters` at the mean length of the first lines
+    # a sample of lines: long lines (paragraphs) would let a line budget keep the whole corpus, so the budget is
+    # also cut to about `input_characters` at the mean length of the first lines
     first = list(itertools.islice(sentences, SAMPLE_LINES_FOR_LENGTH))
     mean_chars = max(1.0, sum(map(len, first)) / max(1, len(first)))
     input_sentence_size = max(MIN_SAMPLE_LINES, min(input_sentence_size, int(input_characters / mean_chars)))
+    sample = _sample_lines(itertools.chain(first, sentences), input_sentence_size, SAMPLE_SEED)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=itertools.chain(first, sentences),
+            sentence_iterator=_handed_over(sample),
             model_writer=model,
             model_type=model_type,
             vocab_size=vocab_size,
@@ -188,7 +217,7 @@ def _train_sentencepiece(
             eos_id=3,
             user_defined_symbols=list(special_tokens),
             input_sentence_size=input_sentence_size,
-            shuffle_input_sentence=True,
+            shuffle_input_sentence=False,  # the sample is ours: SentencePiece takes it as it is
             max_sentence_length=1 << 16,
             num_threads=max(1, len(os.sched_getaffinity(0))),
             minloglevel=2,
