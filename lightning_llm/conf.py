@@ -1,5 +1,6 @@
-"""Where the shipped configs live and what options each group has (cheap: no torch, no Hydra composition), and
-the name of the Optuna study a sweep's config belongs to (`${optuna_study:}` in conf/hparams_search/optuna.yaml).
+"""Where the shipped configs live and what options each group has (cheap: no torch, no Hydra composition), where
+a run's files and the cache go (said at start-up), and the name of the Optuna study a sweep's config belongs to
+(`${optuna_study:}` in conf/hparams_search/optuna.yaml).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
 def load_option(group: str, option: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """One option's YAML as written (its own defaults list is not composed)."""
     return OmegaConf.load(config_dir / group / f"{option}.yaml")
+
+
+def where_things_go(output_dir: str | Path, cache_dir: str | Path) -> str:
+    """The line a run starts with: its folder (runs go under the working directory's logs/) and the cache it reads
+    and fills (one per user: conf/paths), both absolute."""
+    return (
+        f"run folder: {Path(output_dir).resolve()} | cache: {Path(cache_dir).expanduser().resolve()} "
+        "(one per user; LIGHTNING_LLM_CACHE=<folder> moves it)"
+    )
 
 
 def swept_keys(root: DictConfig) -> set[str]:

@@ -53,6 +53,14 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The per-user cache (conf/paths) of every run that does not set paths.cache_dir: never the real one."""
+    cache = tmp_path_factory.mktemp("user_cache")
+    os.environ["LIGHTNING_LLM_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache per test session: the tokenizer and tokenized data are built once and shared."""

@@ -1,20 +1,27 @@
 """What a user watches: progress lines by steps or by time, validation progress, one line per validation (in a
-terminal above the live bar, in logs and train.log alike)."""
+terminal above the live bar, in logs and train.log alike); where things land: runs under the working directory,
+one cache per user."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from rich.console import Console
 
+from lightning_llm.conf import where_things_go
 from lightning_llm.training import callbacks
 from lightning_llm.training.callbacks import TextProgress, ValidationSummary
 
-from .conftest import TINY, run_cli
+from .conftest import CONFIG_DIR, ROOT, TINY, run_cli
 
 
 class Clock:
@@ -129,3 +136,49 @@ def test_a_run_in_a_log_file_shows_validation_and_progress_by_time(tmp_path, cac
         for step in (0, 10, 20):
             assert f"validation at step {step} | val/loss " in out and "| val/perplexity " in out
         assert "step 7/20 | loss " in out and "validation at step 10 | batch 2/2 | elapsed" in out
+
+
+def _paths() -> tuple[str, str]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        paths = compose("train").paths
+    return paths.log_dir, paths.cache_dir
+
+
+def test_the_cache_is_one_per_user_and_runs_go_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIGHTNING_LLM_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _paths() == ("logs", str(tmp_path / "home" / ".cache" / "lightning-llm"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _paths()[1] == str(tmp_path / "xdg" / "lightning-llm")
+    monkeypatch.setenv("LIGHTNING_LLM_CACHE", str(tmp_path / "mine"))
+    assert _paths()[1] == str(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    line = where_things_go("logs/runs/first", "~/.cache/lightning-llm")
+    assert line.startswith(f"run folder: {tmp_path / 'logs' / 'runs' / 'first'} | cache: {tmp_path / 'home'}/.cache/")
+    assert "LIGHTNING_LLM_CACHE=<folder> moves it" in line
+
+
+@pytest.mark.integration
+def test_runs_from_two_directories_share_one_tokenizer(tmp_path):
+    """The cache was .cache/ under the working directory: a run from elsewhere trained the tokenizer again."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LIGHTNING_LLM_CACHE", "XDG_CACHE_HOME")}
+    env["HOME"] = str(tmp_path / "home")
+    models = []
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        args = [*TINY, "~callbacks.sample", "debug=fdr", "hydra.run.dir=run"]
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            cwd=tmp_path / where,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert not (tmp_path / where / ".cache").exists()
+        models.append(
+            {p: p.stat().st_mtime_ns for p in (tmp_path / "home").glob(".cache/lightning-llm/tokenizers/*/*")}
+        )
+    assert models[0] and models[1] == models[0], "the second run found the first one's tokenizer"
