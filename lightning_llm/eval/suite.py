@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm.errors import ConfigError, unknown_key
+from lightning_llm.errors import ConfigError, unknown_key, user_error_in
 from lightning_llm.eval.tasks import EvalEnv, PromptTask, Task, build_task
 from lightning_llm.finetune.quantize import SCHEMES, quantize_model
 from lightning_llm.log import get_logger
@@ -69,7 +70,9 @@ def build_suite(cfg_eval: DictConfig | dict[str, Any] | None) -> tuple[SuiteConf
 
 
 def run_task(task: Task, lm, env: EvalEnv, strict: bool) -> dict[str, Any]:
-    """One task's result: its scores and description, or status skipped/error with a one-line reason."""
+    """One task's result: its scores and description, or status skipped/error with a one-line reason. A user's
+    mistake (one of our errors) is that line alone; any other exception is a bug, whose traceback is logged and
+    kept in the result. `strict` (eval.on_error=raise) re-raises either, traceback and all."""
     started = time.perf_counter()
     header = {"task": task.name, "type": task.type}
     try:
@@ -79,11 +82,14 @@ def run_task(task: Task, lm, env: EvalEnv, strict: bool) -> dict[str, Any]:
     except Exception as err:
         if strict:
             raise
-        return {
-            **header,
-            "status": "error",
-            "reason": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-        }
+        user_error = user_error_in(err)  # a user's mistake, also when wrapped: the one line it was raised with
+        shown = user_error or err
+        line = str(shown).splitlines()[0] if str(shown) else ""
+        failed = {**header, "status": "error", "reason": f"{type(shown).__name__}: {line}"}
+        if user_error is None:
+            failed["traceback"] = traceback.format_exc()
+            log.error("eval task %s failed with a bug, not a setting:\n%s", task.name, failed["traceback"].rstrip())
+        return failed
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
