@@ -59,8 +59,9 @@ from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, write_json_atomic
 from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
-from lightning_llm.report import log_to_wandb, report_quietly, write_run_report
+from lightning_llm.report import log_to_wandb, report_on_exit
 from lightning_llm.tokenizers import HFTokenizer, Tokenizer
+from lightning_llm.training import watchdog
 from lightning_llm.training.callbacks import SampleGeneration
 from lightning_llm.training.compute import ComputeMonitor
 from lightning_llm.training.stability import LossSpikeMonitor
@@ -216,6 +217,7 @@ class TrainingRecipe:
         if "_target_" not in (self.cfg.get("privacy") or {}):
             return
         self.privacy = instantiate(self.cfg.privacy)
+        self.objective.per_row_loss = True  # each row's gradient its own: DP-SGD clips and bounds it
         datamodule = self.datamodule
         trainer = self.cfg.trainer
         replicas = int(trainer.get("devices", 1)) * int(trainer.get("num_nodes", 1))
@@ -352,7 +354,14 @@ class TrainingRecipe:
 
     def run(self) -> RunResults:
         """The stages in order. A failure before the checks pass leaves no trace (an empty folder Hydra made is
-        removed); after them, results.json says how the run ended (completed, diverged, interrupted, failed)."""
+        removed); after them, results.json says how the run ended (completed, diverged, interrupted, failed).
+        The stall watchdog (callbacks.watchdog) watches from fit to the end of the run."""
+        try:
+            return self._run_stages()
+        finally:
+            watchdog.disarm()
+
+    def _run_stages(self) -> RunResults:
         quiet_known_noise()
         if not sys.stderr.isatty():  # progress bars in a log file are control-code noise
             from datasets.utils import disable_progress_bars
@@ -368,14 +377,17 @@ class TrainingRecipe:
         try:
             with sigterm_raises():
                 for stage in self.stages():
+                    watchdog.progress()
                     stage()
         except BaseException as err:
             raise self.ended_by(err) from err
         finally:
             if handler is not None:  # rank 0: the run's report, however it ended
-                report_quietly(write_run_report, self.output_dir)
-                logging.getLogger().removeHandler(handler)
-                handler.close()
+                try:
+                    report_on_exit(self.output_dir, sys.exc_info()[1])
+                finally:
+                    logging.getLogger().removeHandler(handler)
+                    handler.close()
         failed = self.incomplete_eval() if process_rank() == 0 else []  # rank 0 reports (a sharded eval runs on all)
         if failed:
             reasons = "; ".join(f"{n}: {self.results.eval['tasks'][n]['reason']}" for n in failed[:2])

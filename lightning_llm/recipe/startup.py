@@ -5,27 +5,30 @@ This module imports neither (train.py calls it first thing in `main`).
 
 from __future__ import annotations
 
+import importlib.util
+
 from omegaconf import DictConfig
 
 from lightning_llm.log import process_rank
-from lightning_llm.training.energy import start_hardware_probe
+from lightning_llm.training.energy import start_meter
 
 COMPUTE_MONITOR = "lightning_llm.training.compute.ComputeMonitor"
 
 
-def tracks_energy(cfg: DictConfig) -> bool:
-    """Whether this process will start a CodeCarbon tracker: it trains, it is rank 0 (the monitor tracks there
-    only), and a ComputeMonitor in `callbacks` has track_energy on."""
+def energy_settings(cfg: DictConfig) -> DictConfig | None:
+    """The ComputeMonitor settings when this process will measure energy: it trains, it is rank 0 (the monitor
+    measures there only), and a ComputeMonitor in `callbacks` has track_energy on; else None."""
     if not cfg.get("train", True) or cfg.get("estimate") or process_rank() != 0:
-        return False
+        return None
     callbacks = cfg.get("callbacks") or {}
-    return any(
-        isinstance(c, DictConfig) and c.get("_target_") == COMPUTE_MONITOR and c.get("track_energy", True)
-        for c in callbacks.values()
-    )
+    for c in callbacks.values():
+        if isinstance(c, DictConfig) and c.get("_target_") == COMPUTE_MONITOR and c.get("track_energy", True):
+            return c
+    return None
 
 
 def start_early_work(cfg: DictConfig) -> None:
-    """CodeCarbon's hardware probe, when the run tracks energy (lightning_llm.training.energy)."""
-    if tracks_energy(cfg):
-        start_hardware_probe()
+    """The energy meter's process (CodeCarbon's hardware probe in it), when the run measures energy."""
+    settings = energy_settings(cfg)
+    if settings is not None and importlib.util.find_spec("codecarbon") is not None:
+        start_meter(str(settings.get("country_iso_code", "USA")).upper(), float(settings.get("measure_power_secs", 15)))

@@ -6,7 +6,7 @@ MFU follows PaLM (Chowdhery et al. 2022, appendix B): the FLOPs the model needs 
 
 from __future__ import annotations
 
-import threading
+import importlib.util
 import time
 from typing import Any
 
@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
-from lightning_llm.training.energy import quiet_codecarbon, wait_for_hardware_probe
+from lightning_llm.training.energy import EnergyMeter, take_meter
 from lightning_llm.training.peaks import device_name, device_peak_flops, precision_dtype
 
 log = get_logger(__name__)
@@ -32,7 +32,7 @@ DEFINITIONS = {
     "mfu": "achieved_flops_per_s / (peak_flops_per_s x devices)",
     "energy_kwh": "CodeCarbon OfflineEmissionsTracker, machine mode, on rank 0's machine x nodes: CPU from RAPL or "
     "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size; it starts with "
-    "training (its hardware probe ran while the run started up: lightning_llm.training.energy)",
+    "training, in a process of its own (lightning_llm.training.energy)",
     "co2_kg": "energy_kwh x the country's average carbon intensity (CodeCarbon's tables, country_iso_code)",
     "cost_usd": "devices x fit_seconds / 3600 x price_per_device_hour",
 }
@@ -42,7 +42,8 @@ class ComputeMonitor(pl.Callback):
     """Measures a fit's FLOPs, MFU, energy, CO2 and cost; the result is `self.compute` (plain JSON, with one
     line per number in `definitions`), and compute/mfu and compute/achieved_tflops go to the loggers.
 
-    Energy comes from CodeCarbon when it is installed and `track_energy` is set; any CodeCarbon failure is one
+    Energy comes from CodeCarbon when it is installed and `track_energy` is set, measured in a child process
+    (`training.energy`: no thread of this process runs CodeCarbon's subprocesses); any CodeCarbon failure is one
     warning and the run goes on without energy numbers.
     """
 
@@ -63,8 +64,7 @@ class ComputeMonitor(pl.Callback):
         self.price_per_device_hour, self.country_iso_code = price_per_device_hour, country_iso_code.upper()
         self.track_energy, self.measure_power_secs, self.cache_dir = track_energy, measure_power_secs, cache_dir
         self.compute: dict[str, Any] = {}
-        self._tracker: Any = None
-        self._tracker_starting: threading.Thread | None = None
+        self._meter: EnergyMeter | None = None
         self._started: float | None = None
         self._validating_since: float | None = None
         self._validation_seconds = 0.0
@@ -73,38 +73,18 @@ class ComputeMonitor(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.compute, self._validation_seconds = {}, 0.0
         self._tokens_before = int(getattr(pl_module, "tokens_seen", 0))
-        if self.track_energy and trainer.is_global_zero:  # beside the first steps (see training.energy)
-            self._tracker_starting = threading.Thread(target=self._start_tracker, name="codecarbon-start", daemon=True)
-            self._tracker_starting.start()
+        if self.track_energy and trainer.is_global_zero:
+            self._meter = self._start_meter()
         self._started = time.perf_counter()
 
-    def _start_tracker(self) -> None:
-        self._tracker = self._codecarbon("start", self._new_tracker)
-
-    def _new_tracker(self) -> Any:
-        from codecarbon import OfflineEmissionsTracker
-
-        wait_for_hardware_probe()
-        quiet_codecarbon()
-        tracker = OfflineEmissionsTracker(
-            country_iso_code=self.country_iso_code,
-            save_to_file=False,
-            log_level="error",
-            measure_power_secs=self.measure_power_secs,
-        )
-        tracker.start()
-        return tracker
-
-    def _codecarbon(self, what: str, call: Any) -> Any:
-        """Run a CodeCarbon call; any failure (not installed, no data for a country) is one warning."""
-        try:
-            return call()
-        except ImportError:
-            log.warning("codecarbon is not installed: no energy or CO2 numbers (pip install codecarbon)")
-        except Exception as err:  # energy accounting must never stop training
-            log.warning("codecarbon failed to %s (%s): no energy or CO2 numbers for this run", what, err)
-        self._tracker = None
-        return None
+    def _start_meter(self) -> EnergyMeter | None:
+        """The energy meter's process (started early by train.py when it could be), told to start measuring."""
+        if importlib.util.find_spec("codecarbon") is None:
+            log.warning("codecarbon is not installed: no energy or CO2 numbers (pip install 'lightning-llm[energy]')")
+            return None
+        meter = take_meter(self.country_iso_code, self.measure_power_secs)
+        meter.start()
+        return meter
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
@@ -168,21 +148,13 @@ class ComputeMonitor(pl.Callback):
             logger.log_metrics(scalars, step=trainer.global_step)
 
     def _energy(self, trainer: pl.Trainer) -> dict[str, Any]:
-        """Stop CodeCarbon; its energy (kWh, by part) and CO2 (kg), scaled to all nodes."""
-        if self._tracker_starting is not None:
-            self._tracker_starting.join()
-            self._tracker_starting = None
-        tracker, self._tracker = self._tracker, None
-        if tracker is None:
-            return {}
-        emissions = self._codecarbon("stop", tracker.stop)
-        data = getattr(tracker, "final_emissions_data", None)
-        if emissions is None or data is None:
+        """Stop the meter; its energy (kWh, by part) and CO2 (kg), scaled to all nodes."""
+        meter, self._meter = self._meter, None
+        measured = meter.stop() if meter is not None else None
+        if measured is None:
             return {}
         nodes = max(1, int(getattr(trainer, "num_nodes", 1)))
-        out = {"energy_kwh": data.energy_consumed * nodes, "co2_kg": float(emissions) * nodes}
-        for part in ("cpu", "gpu", "ram"):
-            out[f"energy_{part}_kwh"] = getattr(data, f"{part}_energy", 0.0) * nodes
+        out = {k: v * nodes for k, v in measured.items()}
         out["energy_country"] = self.country_iso_code
         return out
 
