@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_class
 
+from lightning_llm.conf import group_options
 from lightning_llm.data import PackedBlocks, TextDataModule
 from lightning_llm.data.corpus import materialize_embedded
+from lightning_llm.data.interface import LLMDataModule
+from lightning_llm.data.loading import load_rows
 from lightning_llm.errors import ConfigError
-from lightning_llm.objectives import CausalLM
+from lightning_llm.objectives import EXAMPLES, CausalLM
+from lightning_llm.recipe import TrainingRecipe, train
+from lightning_llm.recipe.checks import composed_option
 from lightning_llm.tokenizers import load_tokenizer, train_or_load_tokenizer
 
 
@@ -285,3 +291,52 @@ def test_random_windows_resume_exactly(tmp_path, cache_dir):
     ]
     straight, resumed = straight_and_resumed_losses(args, tmp_path, cache_dir)
     assert [resumed[s] for s in range(20, 30)] == [straight[s] for s in range(20, 30)]
+
+
+# -- the datamodule interface ------------------------------------------------------------------------------
+
+
+class NotOurs:
+    """A datamodule target outside `LLMDataModule`."""
+
+    def __init__(self, **settings) -> None:
+        self.settings = settings
+
+
+@pytest.mark.parametrize("option", group_options("data"))
+def test_every_data_option_is_a_datamodule_of_the_interface(option):
+    """Each data option builds an `LLMDataModule` that says, from its settings alone, which examples it yields."""
+    data = composed_option("data", option)
+    data_cls = get_class(data._target_)
+    assert issubclass(data_cls, LLMDataModule) and data_cls.examples_of(data) in EXAMPLES
+
+
+def test_a_datamodule_outside_the_interface_is_refused_at_the_check(make_cfg):
+    with pytest.raises(ConfigError, match="is not a datamodule of this project: subclass .*LLMDataModule"):
+        train(make_cfg(f"data._target_={__name__}.NotOurs"))
+
+
+def test_held_out_evaluation_never_scores_a_training_document(make_cfg, cache_dir):
+    """The perplexity task holds out by its own fraction and seed (0.05, 1234); with the run's data split another
+    way it scored training documents as held-out ones (25 of 29). The run's training documents are dropped from
+    its held-out rows, and results.json records which rows it scored."""
+    cfg = make_cfg(
+        "data.val_fraction=0.3",
+        "data.split_seed=7",
+        "eval=offline",
+        "~eval.tasks.stdlib_summaries",
+        "~eval.tasks.memorization",
+        "~eval.tasks.human_eval",
+        "eval.tasks.perplexity.path=embedded:pydoc_topics",  # the run's own corpus
+        "eval.progress=false",
+        "trainer.max_steps=2",
+        "~callbacks.sample",
+    )
+    recipe = TrainingRecipe(cfg)
+    task = recipe.run().to_dict()["eval"]["tasks"]["perplexity"]
+    heldout = task["data"]["holdout"]
+    table = [t for t in load_rows("embedded:pydoc_topics", None, "train", cache_dir)["text"] if t and t.strip()]
+    scored = [table[i].strip() for i in heldout["rows_scored"]]
+    trained = {text.strip() for text in recipe.datamodule.train_texts}
+    assert task["n_samples"] == len(scored) > 0 and not trained & set(scored)
+    assert heldout["training_rows_dropped"] > 0, "the task's own split held out documents the run trained on"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.recipe import train
 
-from .conftest import compose_config, run_cli
+from .conftest import ROOT, TINY, compose_config, run_cli
 
 FAST = ["trainer.max_steps=1", "paths.log_dir=logs", "hydra.run.dir=out"]
 
@@ -48,6 +53,32 @@ CASES = {
     "mixture-unknown-key": (["data=mixture", "+data.sources.topics.colour=red"], ["data.sources.topics.colour is not"]),
     "pipeline-engine": (["data.pipeline_engine=spark"], ["data.pipeline_engine='spark' is unknown", "local, ray"]),
     "doc-mask-on-t5": (["model=t5", "objective=span", "data.packing=doc_mask"], ["data.packing='doc_mask'", "concat"]),
+    # data that does not fit the objective (it failed in collation with IndexError, RuntimeError, TypeError)
+    "sft-on-text": (
+        ["objective=sft", "data=pydoc_topics"],
+        ["data=pydoc_topics gives packed blocks of text", "objective=clm", "data=sft or stdlib_summaries"],
+    ),
+    "classify-on-text": (
+        ["model=bert", "objective=classify", "data=pydoc_topics"],
+        ["objective=classify does not train on", "objective=mlm", "data=classify or stdlib_modules"],
+    ),
+    "clm-on-pairs": (
+        ["objective=clm", "data=stdlib_summaries"],
+        ["gives (prompt, response) pairs", "objective=sft with this data", "python_docs"],
+    ),
+    # the architecture from the config alone (it was a traceback around this line, after the tokenizer's work)
+    "heads": (["model.n_head=3", "model.n_embd=128"], ["model.n_embd=128 is not divisible by model.n_head=3"]),
+    # optimizer and schedule numbers (a ValueError after setup; a string failed after ~22 s)
+    "lr-negative": (["optimizer.lr=-1"], ["optimizer.lr=-1 must be a number > 0"]),
+    "lr-text": (["optimizer.lr=fast"], ["optimizer.lr='fast' must be a number"]),
+    "betas": (["optimizer.betas=[0.9,1.5]"], ["optimizer.betas=[0.9, 1.5] must be 2 numbers in [0, 1)"]),
+    "weight-decay": (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay=-0.1 must be a number >= 0"]),
+    "warmup": (["scheduler.warmup_steps=-5"], ["scheduler.warmup_steps=-5 must be a number >= 0"]),
+    "min-lr": (["scheduler.min_lr_ratio=2"], ["scheduler.min_lr_ratio=2 must be a number in [0, 1]"]),
+    "optimizer-refuses": (
+        ["+optimizer.foreach=true", "optimizer.fused=true"],
+        ["optimizer=adamw with scheduler=cosine cannot be built", "`fused` and `foreach`"],
+    ),
 }
 
 
@@ -64,7 +95,7 @@ def test_bad_config_fails_fast(tmp_path, case):
     for needle in needles:
         assert needle in message, message
     assert not (cache / "tokenizers").exists(), "no tokenizer work before the check"
-    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not list((tmp_path / "out").glob("*")), "the run folder is not touched"
 
 
 @pytest.mark.integration
@@ -97,3 +128,46 @@ def test_error_keeps_existing_outputs(tmp_path):
     result = run_cli("data.block_size=999", *FAST, cwd=tmp_path)
     _one_line_error(result, "data.block_size=999")
     assert (out / "results.json").read_text() == '{"keep": true}'
+
+
+# train.py with a stage that waits to be interrupted (the first Ctrl-C lands outside Lightning's fit, which
+# ignores further Ctrl-Cs itself) and a report that takes its time (the second lands while it is drawn)
+SLOW_ENDING = """
+import runpy, sys, time
+from pathlib import Path
+root, marks = Path(sys.argv[1]), Path(sys.argv[2])
+sys.argv = [str(root / "train.py"), *sys.argv[3:]]
+import lightning_llm.report as report
+from lightning_llm.recipe.run import TrainingRecipe
+def waiting(self, mark="stage"):
+    (marks / mark).touch()
+    time.sleep(120)
+TrainingRecipe.setup_model = waiting
+report.write_run_report = lambda run_dir: waiting(None, "report")
+runpy.run_path(str(root / "train.py"), run_name="__main__")
+"""
+
+
+@pytest.mark.integration
+def test_a_second_ctrl_c_while_the_report_is_drawn_is_one_line(tmp_path, cache_dir):
+    """Ctrl-C twice 0.3 s apart: the second one, while the report is drawn, skips it; the run still ends with
+    the one-line interrupted message and exit code 130 (it was a 210-line KeyboardInterrupt traceback)."""
+    (tmp_path / "driver.py").write_text(SLOW_ENDING)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    args = [*TINY, f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={cache_dir}"]
+    command = [sys.executable, str(tmp_path / "driver.py"), str(ROOT), str(marks), *args]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 240
+        while not (marks / "stage").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    assert (marks / "report").exists(), "the second Ctrl-C came while the report was drawn"
+    assert proc.returncode == 130, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: stopped by SIGINT at step 0; no checkpoint was written"], stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert (tmp_path / "out" / "results.json").is_file()

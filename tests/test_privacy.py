@@ -12,8 +12,10 @@ import torch
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import GPT
+from lightning_llm.objectives import IGNORE_INDEX
+from lightning_llm.objectives.base import token_cross_entropy
 from lightning_llm.privacy import DifferentialPrivacy
-from lightning_llm.recipe import train
+from lightning_llm.recipe import TrainingRecipe, train
 
 DP = ["privacy=dp", "trainer.max_steps=40", "trainer.val_check_interval=20", "optimizer.lr=3e-3", "~callbacks.sample"]
 
@@ -185,3 +187,33 @@ def test_dp_fine_tunes_only_the_method_s_weights(make_cfg, base_checkpoints, met
     results = train(cfg)
     assert results["status"] == "completed" and results["privacy"]["steps"] == 6 and results["privacy"]["epsilon"] > 0
     assert results["parameters"]["trainable"] < results["parameters"]["total"] / 5
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=bert", "objective=classify", "data=stdlib_modules"],
+        ["objective=sft", "data=stdlib_summaries"],
+        pytest.param(["model=t5", "objective=sft", "data=stdlib_summaries"], marks=pytest.mark.slow),
+    ],
+    ids=["bert-classify", "gpt-sft", "t5-sft"],
+)
+def test_dp_trains_on_supervised_examples(make_cfg, overrides):
+    """DP-SGD on the supervised datamodule: Poisson batches over its examples, each row's loss its own (it failed
+    with an AttributeError: only the text datamodule had the rows DP-SGD samples)."""
+    recipe = TrainingRecipe(make_cfg(*DP, *overrides, "trainer.max_steps=3", "trainer.val_check_interval=3"))
+    results = recipe.run().to_dict()
+    assert results["status"] == "completed" and results["privacy"]["steps"] == 3
+    assert privacy_rows(results) == results["data"]["examples"]["train"] == recipe.datamodule.train_rows
+    assert recipe.objective.per_row_loss
+
+
+def test_the_per_row_loss_weighs_every_row_alike():
+    """Under DP-SGD a batch's loss is the mean of its rows' own mean losses: a row's gradient does not depend on how
+    many tokens the other rows of its batch have (a mean over all tokens would weigh it by its share of them)."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    labels[1, 1:] = IGNORE_INDEX  # the second row scores one token, the first five
+    alone = [token_cross_entropy(logits[i : i + 1], labels[i : i + 1]) for i in range(2)]
+    torch.testing.assert_close(token_cross_entropy(logits, labels, per_row=True), (alone[0] + alone[1]) / 2)
+    assert not torch.isclose(token_cross_entropy(logits, labels), (alone[0] + alone[1]) / 2)

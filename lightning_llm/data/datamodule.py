@@ -6,17 +6,17 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.canaries import check_canary_settings, insert_canaries, make_canaries
+from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.loading import (
     check_loader_settings,
     check_window_settings,
@@ -81,7 +81,7 @@ def resolve_tokenizer(
     )
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(LLMDataModule):
     """Text from a local file/folder, a `datasets` name or an embedded corpus, packed for an objective."""
 
     def __init__(
@@ -115,13 +115,11 @@ class TextDataModule(pl.LightningDataModule):
         num_proc: int | None = None,
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
-        super().__init__()
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        self.objective = objective
+        super().__init__(objective, block_size, batch_size, num_workers)
         self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
         self.path, self.name, self.split, self.text_column = str(path), name, split, text_column
         self.sample_by = sample_by
-        self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
         if holdout not in ("documents", "tail"):
             raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
@@ -139,7 +137,7 @@ class TextDataModule(pl.LightningDataModule):
         if self.canaries.get("n"):
             settings = {k: self.canaries[k] for k in ("n", "repeats", "template", "length", "alphabet")}
             check_canary_settings(**settings, key="data.canaries")
-        self.num_workers, self.num_proc = num_workers, num_proc
+        self.num_proc = num_proc
         self.cache_dir = Path(cache_dir)
         check_format(format, packing, windows, shard_dir)
         check_streaming(streaming, format, holdout, self.pipeline, self.canaries)
@@ -149,16 +147,15 @@ class TextDataModule(pl.LightningDataModule):
             if format == "shards"
             else None
         )
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_path: Path | None = None
-        self.tokenizer_trained: bool | None = None
-        self.stats: dict[str, Any] = {}
         self._tokens: dict[str, torch.Tensor] = {}  # per split: every source's documents, joined by eos
         self._spans: dict[str, list[tuple[int, int]]] = {}  # per split: where each source lies in _tokens
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
         self._prepared = False
-        self.train_texts: Sequence[str] = []  # the training documents (for memorization tests), read lazily
-        self.wrap_train_loader: Callable[[DataLoader], DataLoader] | None = None
+
+    @classmethod
+    def examples_of(cls, settings: Mapping[str, Any]) -> str:
+        """Packed text, whatever the settings."""
+        return "text"
 
     @property
     def mixed(self) -> bool:
@@ -346,9 +343,6 @@ class TextDataModule(pl.LightningDataModule):
         arrays = tokenized.with_format("numpy")["input_ids"]
         return torch.from_numpy(np.concatenate(list(arrays)).astype(dtype))
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()
-
     def fit_context(self, model: LanguageModel) -> None:
         """Packed blocks must fit the model's context once a prefix (prompt tuning) has taken its positions.
 
@@ -383,21 +377,8 @@ class TextDataModule(pl.LightningDataModule):
         parts = self._source_rows(split)
         return MixedRows(parts) if self.mixed else parts[0]
 
-    @property
-    def train_rows(self) -> int:
-        """How many rows the training split has (what one epoch draws)."""
-        return len(self._dataset("train"))
-
-    def first_train_rows(self, rows: int) -> dict[str, torch.Tensor]:
-        """The first `rows` training rows, collated as a training batch (for checks before training)."""
-        dataset = self._dataset("train")
-        return self.objective.collate([dataset[i] for i in range(min(rows, len(dataset)))])
-
-    def train_dataloader(self) -> DataLoader:
-        """The training batches; `wrap_train_loader` (set by the recipe, e.g. Poisson batches for DP-SGD) may
-        replace how they are drawn."""
-        loader = self._train_loader()
-        return self.wrap_train_loader(loader) if self.wrap_train_loader is not None else loader
+    def train_examples(self) -> PackedBlocks | DocumentRows | MixedRows:
+        return self._dataset("train")
 
     def _train_loader(self) -> DataLoader:
         """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per

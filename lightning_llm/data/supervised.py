@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import string
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.datamodule import resolve_tokenizer
+from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
 from lightning_llm.data.sampling import fixed_batches, train_loader
 from lightning_llm.errors import ConfigError
@@ -26,7 +27,7 @@ def template_fields(template: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(template) if field]
 
 
-class SupervisedDataModule(pl.LightningDataModule):
+class SupervisedDataModule(LLMDataModule):
     """Examples for instruction tuning / seq2seq (`response_column`) or classification (`label_column`)."""
 
     def __init__(
@@ -49,24 +50,23 @@ class SupervisedDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
-        super().__init__()
         if (response_column is None) == (label_column is None):
             raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        self.objective, self.tokenizer_config = objective, tokenizer
+        super().__init__(objective, block_size, batch_size, num_workers)
+        self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column
         self.labels, self.max_labels = list(labels) if labels else None, max_labels
-        self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
-        self.num_workers, self.cache_dir = num_workers, Path(cache_dir)
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_path: Path | None = None
-        self.tokenizer_trained: bool | None = None
-        self.stats: dict[str, Any] = {}
+        self.cache_dir = Path(cache_dir)
         self._examples: dict[str, Any] = {}
         self._val_batches: list | None = None
-        self.train_texts: list[str] = []  # prompts and responses of the training split (for memorization tests)
+
+    @classmethod
+    def examples_of(cls, settings: Mapping[str, Any]) -> str:
+        """(prompt, response) pairs with a `response_column`, else (text, class) examples."""
+        return "pairs" if settings.get("response_column") else "labelled"
 
     def _rows(self):
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
@@ -117,7 +117,7 @@ class SupervisedDataModule(pl.LightningDataModule):
         rendered = rows.map(render, batched=True, remove_columns=rows.column_names, desc="render")
         train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
         texts = list(train["prompt"]) + (list(train["response"]) if response else [])
-        self.train_texts = texts
+        self.train_texts = texts  # prompts and responses of the training split
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
         )
@@ -150,13 +150,13 @@ class SupervisedDataModule(pl.LightningDataModule):
             desc="tokenize",
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()
-
     def fit_context(self, model: LanguageModel) -> None:
         """Examples are truncated to the model's context by the objective: nothing to check."""
 
-    def train_dataloader(self) -> DataLoader:
+    def train_examples(self):
+        return self._examples["train"]
+
+    def _train_loader(self) -> DataLoader:
         return train_loader(self, self._examples["train"], self.objective.collate)
 
     def val_dataloader(self) -> DataLoader:

@@ -16,6 +16,14 @@ from lightning_llm.tokenizers import Tokenizer
 
 IGNORE_INDEX = -100
 
+#: The kinds of examples a datamodule yields (`LLMDataModule.examples_of`) and an objective trains on
+#: (`Objective.examples`); a run whose two differ is refused before anything loads.
+EXAMPLES = {
+    "text": "packed blocks of text",
+    "pairs": "(prompt, response) pairs",
+    "labelled": "(text, class) examples",
+}
+
 
 @dataclass
 class ObjectiveOutput:
@@ -32,6 +40,8 @@ class Objective:
 
     #: Model architectures this objective can train (`LanguageModel.architecture`; checked at start-up).
     architectures: tuple[str, ...] = ()
+    #: The examples it collates (a key of EXAMPLES).
+    examples: str = "text"
     #: How documents may share a row (`data.packing`, see `objectives.packing`); the first is the default.
     packings: tuple[str, ...] = ("concat",)
 
@@ -39,6 +49,9 @@ class Objective:
         self.tokenizer: Tokenizer | None = None
         self.model: LanguageModel | None = None
         self.packing = self.packings[0]
+        # DP-SGD sets it: the loss is the mean over rows of each row's own mean, so that no row's gradient depends
+        # on the other rows of its batch (a mean over all tokens weighs a row by its share of them)
+        self.per_row_loss = False
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -94,6 +107,19 @@ class Objective:
         raise NotImplementedError
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the positions whose label is not IGNORE_INDEX."""
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose label is not IGNORE_INDEX (`per_row`: see `row_mean`)."""
+    if not per_row:
+        return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    flat = labels.flatten()
+    scored = flat != IGNORE_INDEX
+    losses = F.cross_entropy(logits.flatten(0, -2)[scored].float(), flat[scored], reduction="none")
+    row_of = torch.arange(labels.size(0), device=labels.device).repeat_interleave(flat.numel() // labels.size(0))
+    return row_mean(losses, row_of[scored], labels.size(0))
+
+
+def row_mean(losses: torch.Tensor, row_of: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The mean over `num_rows` rows of each row's mean loss (`row_of`: each loss's row; a row without any counts
+    0), what DP-SGD's per-row clipping assumes a batch's loss to be."""
+    sums = losses.new_zeros(num_rows).index_add(0, row_of, losses)
+    return (sums / torch.bincount(row_of, minlength=num_rows).clamp(min=1)).mean()

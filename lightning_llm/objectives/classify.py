@@ -20,6 +20,7 @@ class SequenceClassification(Objective):
     """Examples carry `prompt_ids` and a class index `label`; cross-entropy over the classes."""
 
     architectures = ("encoder", "decoder")
+    examples = "labelled"
 
     def __init__(self) -> None:
         super().__init__()

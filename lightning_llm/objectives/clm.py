@@ -43,7 +43,7 @@ class CausalLM(Objective):
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         logits = model(batch["input_ids"], **model_inputs(batch))
-        loss = token_cross_entropy(logits, batch["labels"])
+        loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
         return ObjectiveOutput(loss, logits, batch["labels"], batch["input_ids"].numel())
 
     def metrics(self, vocab_size: int) -> MetricCollection:

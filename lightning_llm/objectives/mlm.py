@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput
+from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput, row_mean
 from lightning_llm.objectives.packing import PACKINGS, document_layout, model_inputs, pad_documents
 from lightning_llm.tokenizers import MASK_TOKEN, Tokenizer
 
@@ -77,7 +77,11 @@ class MaskedLM(Objective):
         picked = batch["labels"] != IGNORE_INDEX
         logits = model.mlm_logits(hidden[picked])  # the vocabulary projection only where it is scored
         labels = batch["labels"][picked]
-        loss = F.cross_entropy(logits.float(), labels)
+        if self.per_row_loss:
+            losses = F.cross_entropy(logits.float(), labels, reduction="none")
+            loss = row_mean(losses, picked.nonzero()[:, 0], len(picked))
+        else:
+            loss = F.cross_entropy(logits.float(), labels)
         return ObjectiveOutput(loss, logits, labels, batch["input_ids"].numel())
 
     def metrics(self, vocab_size: int) -> MetricCollection:

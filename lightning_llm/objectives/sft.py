@@ -21,6 +21,7 @@ class SupervisedFineTuning(Objective):
     """Instruction tuning / seq2seq: examples carry `prompt_ids` and `response_ids`."""
 
     architectures = ("decoder", "encoder-decoder")
+    examples = "pairs"
 
     @property
     def seq2seq(self) -> bool:
@@ -56,7 +57,8 @@ class SupervisedFineTuning(Objective):
         else:
             logits = model(batch["input_ids"])
             tokens = batch["input_ids"].numel()
-        return ObjectiveOutput(token_cross_entropy(logits, batch["labels"]), logits, batch["labels"], int(tokens))
+        loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
+        return ObjectiveOutput(loss, logits, batch["labels"], int(tokens))
 
     def metrics(self, vocab_size: int) -> MetricCollection:
         return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE_INDEX)})

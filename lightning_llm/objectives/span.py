@@ -106,7 +106,7 @@ class SpanCorruption(Objective):
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         logits = model(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
-        loss = token_cross_entropy(logits, batch["labels"])
+        loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
         tokens = batch["input_ids"].numel() + batch["decoder_input_ids"].numel()
         return ObjectiveOutput(loss, logits.flatten(0, 1), batch["labels"].flatten(), tokens)
 

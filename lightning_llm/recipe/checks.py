@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
+from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
 from lightning_llm.data.mixture import parse_sources
 from lightning_llm.data.pipeline import check_engine
@@ -22,7 +26,9 @@ from lightning_llm.data.streamed import check_streaming
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import build_suite
 from lightning_llm.log import get_logger
-from lightning_llm.models import Family, family_of
+from lightning_llm.models import Family, ModelConfig, family_of
+from lightning_llm.objectives import EXAMPLES
+from lightning_llm.recipe.schema import MODEL_SWITCHES
 from lightning_llm.tokenizers import check_tokenizer_type
 
 log = get_logger(__name__)
@@ -36,6 +42,8 @@ def model_family(cfg: DictConfig) -> Family:
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, with one line naming the key and the fix, on a config that cannot run."""
     check_tokenizer_type(cfg.tokenizer.type)
+    check_model(cfg)
+    check_optimizer(cfg)
     data = cfg.data
     check_loader_settings(data.batch_size, data.block_size, data.val_fraction, data.num_workers)
 
@@ -46,6 +54,7 @@ def check_config(cfg: DictConfig) -> None:
             "lower data.block_size or raise model.block_size"
         )
     check_objective(cfg)
+    check_examples(cfg)
     check_packing(cfg)
     check_precision(cfg)
     check_strategy(cfg)
@@ -73,20 +82,132 @@ def check_training_texts(cfg: DictConfig) -> None:
         )
 
 
+def check_model(cfg: DictConfig) -> None:
+    """The architecture's settings (heads that divide the width, known choices) from the config alone."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    architecture = {k: v for k, v in settings.items() if k != "_target_" and k not in MODEL_SWITCHES}
+    ModelConfig.from_kwargs({**model_family(cfg).model_class.defaults, **architecture})
+
+
+@dataclass(frozen=True)
+class Span:
+    """The numbers a setting takes: one number (or a list of `count`) between `low` and `high`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_included: bool = True
+    high_included: bool = True
+    count: int | None = None
+
+    def holds(self, value: Any) -> bool:
+        values = list(value) if isinstance(value, ListConfig | list) else [value]
+        if (self.count or 1) != len(values) or (self.count is None and isinstance(value, ListConfig | list)):
+            return False
+        for x in values:
+            if not isinstance(x, int | float) or isinstance(x, bool):
+                return False
+            if self.low is not None and (x < self.low or (x == self.low and not self.low_included)):
+                return False
+            if self.high is not None and (x > self.high or (x == self.high and not self.high_included)):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        what = f"{self.count} numbers" if self.count else "a number"
+        if self.high is None:
+            return f"{what} {'>=' if self.low_included else '>'} {self.low:g}"
+        opening, closing = "[" if self.low_included else "(", "]" if self.high_included else ")"
+        return f"{what} in {opening}{self.low:g}, {self.high:g}{closing}"
+
+
+#: The numeric settings of the optimizer and scheduler groups, by key (whichever optimizer or schedule has it).
+NUMBERS = {
+    "optimizer.lr": Span(0, low_included=False),
+    "optimizer.eps": Span(0),
+    "optimizer.weight_decay": Span(0),
+    "optimizer.momentum": Span(0),
+    "optimizer.betas": Span(0, 1, high_included=False, count=2),
+    "scheduler.warmup_steps": Span(0),
+    "scheduler.min_lr_ratio": Span(0, 1),
+}
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer's and the schedule's numbers in range (NUMBERS), then both built once on a stand-in weight,
+    so that whatever else they refuse fails here, not after the data and the model are set up."""
+    for key, span in NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not span.holds(value):
+            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(f"{key}={shown!r} must be {span}")
+    try:
+        optimizer = hydra.utils.instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+        if cfg.get("scheduler"):
+            hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=max(1, int(cfg.trainer.max_steps)))
+    except (ValueError, TypeError, RuntimeError, InstantiationException) as err:
+        raise ConfigError(
+            f"optimizer={_choice(cfg, 'optimizer')} with scheduler={_choice(cfg, 'scheduler')} cannot be built "
+            f"({str(err).splitlines()[0]}): fix the optimizer.* or scheduler.* setting it names"
+        ) from err
+
+
+def _objective_classes() -> dict[str, type]:
+    """Every objective option and its class."""
+    return {name: hydra.utils.get_class(load_option("objective", name)._target_) for name in group_options("objective")}
+
+
 def check_objective(cfg: DictConfig) -> None:
     """The objective must train the model's architecture; name the objectives that would."""
     family = model_family(cfg)
     objective_cls = hydra.utils.get_class(cfg.objective._target_)
     if family.architecture in objective_cls.architectures:
         return
-    fitting = [
-        name
-        for name in group_options("objective")
-        if family.architecture in hydra.utils.get_class(load_option("objective", name)._target_).architectures
-    ]
+    fitting = [name for name, cls in _objective_classes().items() if family.architecture in cls.architectures]
     raise ConfigError(
         f"objective={_choice(cfg, 'objective')} does not fit model family '{family.name}' ({family.architecture}): "
         f"use objective={' or objective='.join(fitting) or '(none yet)'}"
+    )
+
+
+def composed_option(group: str, option: str) -> DictConfig:
+    """An option's YAML merged over the options of its own group it builds on (its defaults list), as Hydra
+    composes them; interpolations stay unresolved."""
+    raw = load_option(group, option)
+    defaults = list(raw.pop("defaults", None) or [])
+    own = raw if "_self_" in defaults else None
+    parts = [own if entry == "_self_" else composed_option(group, entry) for entry in defaults]
+    return OmegaConf.merge(*parts, *([] if own is not None else [raw]))
+
+
+def examples_of(data: DictConfig) -> str:
+    """The kind of examples (EXAMPLES) a data config yields, from its datamodule class."""
+    data_cls = hydra.utils.get_class(data._target_)
+    if not (isinstance(data_cls, type) and issubclass(data_cls, LLMDataModule)):
+        raise ConfigError(
+            f"data._target_={data._target_!r} is not a datamodule of this project: subclass "
+            "lightning_llm.data.interface.LLMDataModule"
+        )
+    return data_cls.examples_of(data)
+
+
+def check_examples(cfg: DictConfig) -> None:
+    """The data must yield the examples the objective trains on; name the objectives (for this model) and the
+    data options that would fit."""
+    kind, objective = examples_of(cfg.data), _choice(cfg, "objective")
+    wanted = hydra.utils.get_class(cfg.objective._target_).examples
+    if kind == wanted:
+        return
+    architecture = model_family(cfg).architecture
+    objectives = [
+        name for name, cls in _objective_classes().items() if cls.examples == kind and architecture in cls.architectures
+    ]
+    data = [name for name in group_options("data") if examples_of(composed_option("data", name)) == wanted]
+    fixes = ([f"use {_one_of('objective', objectives)} with this data"] if objectives else []) + [
+        f"{'or' if objectives else 'use'} {_one_of('data', data)} with objective={objective}"
+    ]
+    raise ConfigError(
+        f"data={_choice(cfg, 'data')} gives {EXAMPLES[kind]}, which objective={objective} does not train on (it "
+        f"takes {EXAMPLES[wanted]}): {', '.join(fixes)}"
     )
 
 
@@ -206,6 +327,11 @@ def check_precision(cfg: DictConfig) -> None:
         raise ConfigError(
             f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
         )
+
+
+def _one_of(group: str, options: list[str]) -> str:
+    """`group=a`, `group=a or b`, `group=a, b or c`."""
+    return f"{group}={', '.join(options[:-1])} or {options[-1]}" if len(options) > 1 else f"{group}={options[0]}"
 
 
 def _choice(cfg: DictConfig, group: str) -> str:

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -80,6 +81,8 @@ _SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a 
 def _type_error(key: str, value: Any, hint: Any) -> str | None:
     """Why `value` does not fit a simple annotation (int, float, bool, str, optional or unions of them)."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    # a config value is never a tensor: `lr: float | Tensor` (torch's optimizers) takes a number from it
+    options = tuple(o for o in options if not (isinstance(o, type) and issubclass(o, torch.Tensor)))
     if any(o not in (*_SIMPLE, type(None)) for o in options):
         return None  # a richer type (a list, a class, Any): not checked here
     if value is None:

@@ -19,7 +19,8 @@ Row = dict[str, Any]
 
 @dataclass
 class EvalEnv:
-    """What every task may use besides the model: the seed, where files go, the cache, the training texts."""
+    """What every task may use besides the model: the seed, where files go, the cache, the training texts (the
+    run's training documents: memorization samples them, a held-out split never scores them)."""
 
     seed: int
     output_dir: Path
@@ -92,9 +93,13 @@ class DataTask(Task):
     path: str | None = None  # a local file/folder or embedded corpus; replaces `dataset`
     fewshot_path: str | None = None
     columns: list[str] = field(default_factory=list)  # the columns a row must have
-    holdout_fraction: float | None = None  # evaluate only this held-out part (as the data modules split)
+    holdout_fraction: float | None = None  # evaluate only this held-out part, less any document the run trained on
     holdout_seed: int = 1234
     process_docs: str | None = None  # a row preprocessor of lightning_llm.eval.prompts.PROCESS_DOCS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.heldout: dict[str, Any] | None = None  # what a held-out split scored (set by `load`)
 
     def check(self) -> None:
         super().check()
@@ -130,6 +135,27 @@ class DataTask(Task):
         process = PROCESS_DOCS.get(self.process_docs or "")
         return [process(row) for row in rows] if process else rows
 
+    def row_texts(self, row: Row) -> list[str]:
+        """The texts of a row that make it a training document when the run trained on one of them."""
+        return [value for value in row.values() if isinstance(value, str)]
+
+    def _held_out(self, ds, env: EvalEnv) -> tuple[list[Row], Any]:
+        """(rows, few-shot pool) of the held-out split: rows the run trained on (`env.train_texts`) are dropped,
+        and `heldout` records which rows of the table were scored (their indices) and how many were dropped."""
+        numbered = ds.add_column("_row", list(range(len(ds))))
+        pool, held = split_train_val(numbered, self.holdout_fraction, self.holdout_seed, self.path or self.dataset)
+        indices, rows = held["_row"], self._rows(held.remove_columns("_row"))
+        trained = {hash(text.strip()) for text in env.train_texts} if env.train_texts else set()
+        honest = [i for i, row in enumerate(rows) if not any(hash(t.strip()) in trained for t in self.row_texts(row))]
+        kept = honest[: self.limit] if self.limit else honest
+        self.heldout = {
+            "fraction": self.holdout_fraction,
+            "seed": self.holdout_seed,
+            "rows_scored": [indices[i] for i in kept],  # positions in the table (after the task's own filter)
+            "training_rows_dropped": len(rows) - len(honest) if env.train_texts else None,  # None: not known
+        }
+        return [rows[i] for i in kept], pool.remove_columns("_row")
+
     def load(
         self, env: EvalEnv, need_pool: bool = False, keep: Callable[[Row], bool] | None = None
     ) -> tuple[list[Row], list[Row] | None]:
@@ -142,10 +168,13 @@ class DataTask(Task):
             ds = ds.filter(keep)
         pool_ds = None
         if self.holdout_fraction:
-            pool_ds, ds = split_train_val(ds, self.holdout_fraction, self.holdout_seed, self.path or self.dataset)
-        rows = self._rows(ds.select(range(min(self.limit, len(ds)))) if self.limit else ds)
+            rows, pool_ds = self._held_out(ds, env)
+        else:
+            rows = self._rows(ds.select(range(min(self.limit, len(ds)))) if self.limit else ds)
         if not rows:
-            raise ConfigError(f"eval.tasks.{self.name}: no rows to evaluate in {self.path or self.dataset!r}")
+            dropped = self.heldout and self.heldout["training_rows_dropped"]
+            why = ": the run trained on every held-out row" if dropped else ""
+            raise ConfigError(f"eval.tasks.{self.name}: no rows to evaluate in {self.path or self.dataset!r}{why}")
         if not need_pool:
             return rows, None
         if self.fewshot_path:
@@ -161,7 +190,7 @@ class DataTask(Task):
             else {"dataset": self.dataset, "name": self.dataset_name, "split": self.split}
         )
         if self.holdout_fraction:
-            source["holdout"] = {"fraction": self.holdout_fraction, "seed": self.holdout_seed}
+            source["holdout"] = self.heldout or {"fraction": self.holdout_fraction, "seed": self.holdout_seed}
         return {**super().describe(), "data": source}
 
 
@@ -197,6 +226,10 @@ class PromptTask(DataTask):
             separate = self.fewshot_path or self.holdout_fraction or (self.fewshot_split and not self.path)
             return HarnessFewShotSampler(pool, env.seed, pool_is_eval_set=not separate)
         return FewShotSampler(pool, env.seed, self.fewshot_match)
+
+    def row_texts(self, row: Row) -> list[str]:
+        """The item's context as the model reads it (a supervised run trained on such prompts)."""
+        return [render(self.context, row)]
 
     def solved(self, row: Row) -> str:
         """A row as a few-shot example: its context, the target delimiter and its answer."""

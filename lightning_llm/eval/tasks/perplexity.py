@@ -24,6 +24,9 @@ class PerplexityTask(DataTask):
         self.columns = [self.text_column]
         super().check()
 
+    def row_texts(self, row: dict[str, Any]) -> list[str]:
+        return [str(row[self.text_column])]
+
     def run(self, lm: EvalLM, env: EvalEnv) -> dict[str, Any]:
         column = self.text_column
         rows, _ = self.load(env, keep=lambda row: bool(row[column] and str(row[column]).strip()))
