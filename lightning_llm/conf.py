@@ -29,6 +29,7 @@ STUDY_IGNORES = (
     "callbacks.text_progress",
     "callbacks.validation_summary",
     "callbacks.compute",
+    "callbacks.watchdog",
 )
 
 
@@ -89,6 +90,8 @@ def _optuna_study(*, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("optuna_study", _optuna_study, replace=True)
+# `${mul:a,b}` in configs, e.g. the data-parallel size of trainer=fsdp (devices x nodes)
+OmegaConf.register_new_resolver("mul", lambda a, b: int(a) * int(b), replace=True)
 
 
 class StudyRecord(Callback):

@@ -29,8 +29,8 @@ def task(cfg: DictConfig) -> float | None:
     start_early_work(cfg)  # beside the imports of torch and Lightning, which use one core (the command line is checked)
     from lightning_llm.log import process_rank
     from lightning_llm.recipe.context import is_multirun
+    from lightning_llm.recipe.experiment import train
     from lightning_llm.recipe.outputs import record_failure
-    from lightning_llm.recipe.run import train
 
     if not gc.isenabled():  # `main` paused collection for the imports: their ~1M objects live all run, so
         gc.freeze()  # collecting them over and over cost ~1 s of start-up; later collections skip them too

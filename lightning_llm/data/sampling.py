@@ -66,7 +66,9 @@ def train_loader(
     trainer = datamodule.trainer
     if trainer is not None:
         sampler.set_epoch(trainer.current_epoch)
-        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed * datamodule.batch_size
+        # batches whose optimizer step was taken (a checkpoint written by an interrupt at the end of a batch has
+        # it processed but not yet completed: counting completed ones trained that batch twice)
+        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed * datamodule.batch_size
     return DataLoader(
         dataset,
         batch_size=datamodule.batch_size,

@@ -8,10 +8,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["TrainingRecipe", "instantiate_model", "resolved_config", "run_experiment", "train"]
+#: public name -> the module that defines it
+_HOMES = {
+    "TrainingRecipe": "lightning_llm.recipe.run",
+    "instantiate_model": "lightning_llm.recipe.build",
+    "resolved_config": "lightning_llm.recipe.context",
+    "run_experiment": "lightning_llm.recipe.experiment",
+    "train": "lightning_llm.recipe.experiment",
+}
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("lightning_llm.recipe.run"), name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'lightning_llm.recipe' has no attribute {name!r}")

@@ -19,10 +19,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import count_parameters
 from lightning_llm.log import quiet_known_noise
+from lightning_llm.recipe.build import instantiate_model
 from lightning_llm.recipe.checks import strategy_name
 from lightning_llm.recipe.outputs import remove_if_empty
 from lightning_llm.recipe.results import RunResults
-from lightning_llm.recipe.run import TrainingRecipe, instantiate_model
+from lightning_llm.recipe.run import TrainingRecipe
 from lightning_llm.tokenizers import HFTokenizer
 from lightning_llm.training.estimate import Hardware, estimate_on, format_estimate, gpu_hardware, local_hardware
 from lightning_llm.training.peaks import GPUS, find_gpu

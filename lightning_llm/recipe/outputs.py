@@ -4,11 +4,15 @@ checks pass, and given its config, its log file and its results.json even when t
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,15 +23,34 @@ from lightning_llm.log import DropNoise
 from lightning_llm.recipe.context import hydra_info
 from lightning_llm.recipe.results import write_json_atomic
 
-#: What marks a folder as holding a run (anything else, e.g. an empty folder Hydra made, does not).
-RUN_FILES = ("results.json", "provenance.json", "checkpoints", "csv", ".hydra", "train.log")
-#: Everything a run writes in its folder (README "What a run writes"): what overwrite=true removes.
-RUN_OUTPUTS = (*RUN_FILES, "report.md", "report.html", "samples.txt")
+#: Files a run writes in its folder (README "What a run writes"): what overwrite=true, or a new run in the folder of
+#: a failed start, removes.
+RUN_OUTPUTS = ("results.json", "provenance.json", "checkpoints", "csv", ".hydra", "train.log", "report.md",
+               "report.html", "samples.txt")  # fmt: skip
+#: One run at a time in a folder: the lock a run holds (an OS lock, released when its process ends however it ends)
+LOCK_FILE = ".run.lock"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
+def previous_results(folder: Path) -> dict[str, Any]:
+    """The folder's results.json, or {} when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def holds_a_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in RUN_FILES)
+    """Whether the folder holds a run worth keeping: a checkpoint, curves, or a record of a run that got further
+    than a failed start. A start that failed before training (its results.json says failed at step 0) is not one:
+    the next start in the folder replaces its files."""
+    if any((folder / "checkpoints").glob("*.ckpt")) or (folder / "csv").is_dir():
+        return True
+    record = previous_results(folder)
+    if not record:
+        return (folder / "results.json").exists()  # unreadable: keep it
+    return not (record.get("status") == "failed" and not record.get("steps"))
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -36,16 +59,32 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()  # only an empty folder can be removed: nothing is ever lost here
 
 
+def lock_folder(folder: Path) -> FileLock:
+    """Hold the folder's run lock for this run (two runs, or two `resume=auto`, in one folder at once would write
+    one curve twice and two best checkpoints)."""
+    lock = FileLock(str(folder / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as err:
+        raise ConfigError(
+            f"the run folder {folder} is in use by another run that is still going: wait for it to end, or choose "
+            "another hydra.run.dir"
+        ) from err
+    return lock
+
+
 def claim_folder(folder: Path, resume: bool, overwrite: bool) -> None:
     """Refuse a folder that holds a run unless this run resumes it (resume=auto, ckpt_path) or overwrite=true,
     which removes the old run's outputs (its checkpoints, log and curves would otherwise mix with the new run's);
-    other files in the folder stay."""
-    if not holds_a_run(folder) or resume:
+    other files in the folder stay. A failed start's files are replaced without asking."""
+    if resume:
         return
-    if not overwrite:
+    if holds_a_run(folder) and not overwrite:
+        can_resume = (folder / "checkpoints" / "last.ckpt").is_file()
+        fix = "continue it with resume=auto, " if can_resume else "it has no checkpoint to resume; "
         raise ConfigError(
-            f"the run folder {folder} already holds a run: continue it with resume=auto, choose another "
-            "hydra.run.dir, or replace it with overwrite=true"
+            f"the run folder {folder} already holds a run: {fix}choose another hydra.run.dir, or replace it with "
+            "overwrite=true"
         )
     for name in RUN_OUTPUTS:
         path = folder / name
@@ -82,13 +121,34 @@ def log_to_file(folder: Path) -> logging.Handler:
     return handler
 
 
-def prepare(cfg: DictConfig, folder: Path, resuming: bool) -> logging.Handler:
-    """Claim the folder, then write its config, start its log file and clear crashed writes' temporary files."""
-    claim_folder(folder, resuming, bool(cfg.get("overwrite")))
+@dataclass
+class RunFolder:
+    """What `prepare` set up: the folder's lock, this part's config folder (`.hydra/` or `.hydra/resume-<n>/`)
+    and the log file's handler; `release` undoes the lock and the handler."""
+
+    lock: FileLock
+    config_dir: Path
+    handler: logging.Handler
+
+    def release(self) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
+        self.lock.release()
+
+
+def prepare(cfg: DictConfig, folder: Path, resuming: bool) -> RunFolder:
+    """Lock the folder, claim it, then write its config, start its log file and clear crashed writes' temporary
+    files."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_composed_config(cfg, folder)
+    lock = lock_folder(folder)
+    try:
+        claim_folder(folder, resuming, bool(cfg.get("overwrite")))
+    except BaseException:
+        lock.release()
+        raise
+    config_dir = write_composed_config(cfg, folder)
     remove_stale_temporaries(folder / "checkpoints")
-    return log_to_file(folder)
+    return RunFolder(lock, config_dir, log_to_file(folder))
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:

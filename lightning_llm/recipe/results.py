@@ -16,6 +16,18 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def earlier_parts(previous: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run's earlier parts took, from their results.json (summed over all of them): fit and wall
+    seconds, steps reached. This part's own tokens/s, fit and wall seconds stand at the top level."""
+    before = previous.get("resumed", {}).get("earlier", {})
+    return {
+        "fit_seconds": round(before.get("fit_seconds", 0.0) + (previous.get("fit_seconds") or 0.0), 2),
+        "wall_seconds": round(before.get("wall_seconds", 0.0) + (previous.get("wall_seconds") or 0.0), 2),
+        "steps": previous.get("steps"),
+        "parts": before.get("parts", 0) + 1,
+    }
+
+
 @dataclass
 class RunResults:
     """results.json: status, what was run, data and model facts, metrics, evaluation, timing, outputs."""
@@ -47,6 +59,7 @@ class RunResults:
     stability: dict[str, Any] | None = None  # loss spikes (LossSpikeMonitor)
     privacy: dict[str, Any] | None = None  # DP-SGD: epsilon spent, delta, noise, clipping, sampling (privacy=dp)
     estimate: dict[str, Any] | None = None  # estimate=true: memory per device, FLOPs, time, cost
+    resumed: dict[str, Any] | None = None  # a resumed run: the step it continued from, its earlier parts' totals
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Nothing touches the run folder before `check` has passed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -33,6 +32,7 @@ from lightning_llm.checkpoints import (
     load_weights,
     read_training_checkpoint,
 )
+from lightning_llm.conf import where_things_go
 from lightning_llm.data.mixture import realized_mixture
 from lightning_llm.errors import ConfigError, EvalIncomplete, RunInterrupted, TrainingDiverged, user_error_in
 from lightning_llm.eval import build_suite, evaluate
@@ -42,6 +42,7 @@ from lightning_llm.log import get_logger, process_rank, quiet_known_noise
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
 from lightning_llm.privacy import DifferentialPrivacy
+from lightning_llm.recipe.build import instantiate_all, instantiate_model
 from lightning_llm.recipe.checks import adopt_architecture, check_config
 from lightning_llm.recipe.context import (
     Terminated,
@@ -55,10 +56,10 @@ from lightning_llm.recipe.context import (
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
 from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded
-from lightning_llm.recipe.outputs import error_line, prepare, remove_if_empty
+from lightning_llm.recipe.outputs import RunFolder, error_line, prepare, previous_results, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
-from lightning_llm.recipe.results import RunResults, write_json_atomic
-from lightning_llm.recipe.schema import MODEL_SWITCHES, validate_config
+from lightning_llm.recipe.results import RunResults, earlier_parts, write_json_atomic
+from lightning_llm.recipe.schema import validate_config
 from lightning_llm.report import log_to_wandb, report_on_exit
 from lightning_llm.tokenizers import HFTokenizer, Tokenizer
 from lightning_llm.training import watchdog
@@ -68,22 +69,6 @@ from lightning_llm.training.stability import LossSpikeMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 log = get_logger(__name__)
-
-
-def instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-configs group (callbacks, logger) that has a `_target_`."""
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
-
-
-def instantiate_model(model_cfg: DictConfig, vocab_size: int) -> LanguageModel:
-    """The model group's model, with its memory and speed switches applied."""
-    model = instantiate({k: v for k, v in model_cfg.items() if k not in MODEL_SWITCHES}, vocab_size=vocab_size)
-    model.activation_checkpointing = bool(model_cfg.get("activation_checkpointing"))
-    if model_cfg.get("compile"):
-        model.compile()  # in place: parameter names (and so checkpoints) stay as they are
-    return model
 
 
 class TrainingRecipe:
@@ -96,6 +81,8 @@ class TrainingRecipe:
         self.started = time.perf_counter()
         self.ckpt_path: str | None = None
         self.resume_step: int | None = None
+        self.previous: dict[str, Any] = {}  # a resumed run's results.json as its last part wrote it
+        self.folder: RunFolder | None = None  # rank 0: the run folder's lock, config part and log file
         self.pretrained: Pretrained | None = None
         self.objective: Objective | None = None
         self.datamodule: Any = None
@@ -123,6 +110,13 @@ class TrainingRecipe:
             self.ckpt_path, key = self.last_checkpoint(), "resume=auto"
         if self.ckpt_path:  # a resume must be possible before anything is touched: read it now (weights_only)
             self.resume_step = int(read_training_checkpoint(self.ckpt_path, key)["global_step"])
+            max_steps = int(cfg.trainer.get("max_steps", -1))
+            if cfg.train and 0 < max_steps <= self.resume_step:
+                raise ConfigError(
+                    f"{key}: the checkpoint {self.ckpt_path} is at step {self.resume_step}, and "
+                    f"trainer.max_steps={max_steps} leaves nothing to train: raise trainer.max_steps to train on"
+                )
+            self.previous = previous_results(self.output_dir)
 
     def last_checkpoint(self) -> str | None:
         """The checkpoint `resume=auto` continues from: the run folder's last.ckpt, if there is one."""
@@ -139,9 +133,10 @@ class TrainingRecipe:
         """Seed, threads, the objective, the tokenizer (the pretrained one, a Hugging Face one, or trained on the
         data) and the datamodule, prepared (the model's vocabulary size comes from the tokenizer)."""
         cfg = self.cfg
-        if process_rank() == 0:
+        if self.folder is not None:  # a resumed part's provenance goes beside its config, the first part's stays
             record = provenance(self.output_dir, cfg.seed, self.results.overrides)
-            write_json_atomic(self.output_dir / "provenance.json", record)
+            where = self.folder.config_dir if self.ckpt_path else self.output_dir
+            write_json_atomic(where / "provenance.json", record)
         self.results.threads = set_num_threads(cfg.get("num_threads"))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.objective = instantiate(cfg.objective)
@@ -266,7 +261,13 @@ class TrainingRecipe:
             self.results.forgetting = {"before": self.probe.measure(self.model)}
         if cfg.get("validate_before_fit") and not self.ckpt_path:
             self.results.val_start = scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
-        tokens_before, fit_started = module.tokens_seen, time.perf_counter()
+        if self.ckpt_path:  # the run's record continues: its first part measured the untrained model
+            self.results.val_start = self.previous.get("val_start")
+            self.results.forgetting = self.previous.get("forgetting")
+            self.results.resumed = {"from_step": self.resume_step}
+            if self.previous:  # resumed in its own folder (not from a checkpoint of another run)
+                self.results.resumed["earlier"] = earlier_parts(self.previous)
+        fit_started = time.perf_counter()
         with sigterm_to_lightning():
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
         self.collect_monitors()
@@ -275,7 +276,7 @@ class TrainingRecipe:
         started = os.environ.get("LIGHTNING_LLM_STARTED")
         if started and module.first_step_at is not None:
             self.results.startup_seconds = round(module.first_step_at - float(started), 2)
-        self.results.tokens_per_s = round((module.tokens_seen - tokens_before) / fit_seconds, 1)
+        self.results.tokens_per_s = round((module.tokens_seen - module.tokens_at_fit_start) / fit_seconds, 1)
         if module.source_tokens is not None:
             self.results.data["mixture"] = realized_mixture(self.datamodule.sources, module.source_tokens)
         self.ckpt_path = None  # validate the weights fit ended with
@@ -373,7 +374,9 @@ class TrainingRecipe:
             remove_if_empty(self.output_dir)
             raise
         # rank 0 owns the folder; the other ranks of a DDP run (re-launched scripts) only train
-        handler = prepare(self.cfg, self.output_dir, self.ckpt_path is not None) if process_rank() == 0 else None
+        self.folder = prepare(self.cfg, self.output_dir, self.ckpt_path is not None) if process_rank() == 0 else None
+        if self.folder is not None:
+            log.info(where_things_go(self.output_dir, self.cfg.paths.cache_dir))
         try:
             with sigterm_raises():
                 for stage in self.stages():
@@ -382,12 +385,11 @@ class TrainingRecipe:
         except BaseException as err:
             raise self.ended_by(err) from err
         finally:
-            if handler is not None:  # rank 0: the run's report, however it ended
+            if self.folder is not None:  # rank 0: the run's report, however it ended
                 try:
                     report_on_exit(self.output_dir, sys.exc_info()[1])
                 finally:
-                    logging.getLogger().removeHandler(handler)
-                    handler.close()
+                    self.folder.release()
         failed = self.incomplete_eval() if process_rank() == 0 else []  # rank 0 reports (a sharded eval runs on all)
         if failed:
             reasons = "; ".join(f"{n}: {self.results.eval['tasks'][n]['reason']}" for n in failed[:2])
@@ -422,30 +424,15 @@ class TrainingRecipe:
             self.results.checkpoints = {"last": self.last_checkpoint()} if self.last_checkpoint() else None
         self.results.wall_seconds = round(time.perf_counter() - self.started, 2)
         self.collect_monitors()
-        if process_rank() == 0 and (trainer is None or trainer.is_global_zero):
+        if process_rank() == 0 and (trainer is None or trainer.is_global_zero) and not self.resume_never_started():
             self.results.write(self.output_dir)
         return error
 
-
-def run_experiment(cfg: DictConfig) -> tuple[dict[str, Any], pl.LightningModule | None]:
-    """Run one experiment from a composed config; its results (as written) and the trained LightningModule
-    (None for an evaluation-only run, `train=false`)."""
-    if cfg.get("estimate"):
-        from lightning_llm.recipe.estimate import EstimateRecipe
-
-        recipe = EstimateRecipe(cfg)
-    elif cfg.get("train", True):
-        recipe = TrainingRecipe(cfg)
-    else:
-        from lightning_llm.recipe.eval_only import EvaluationRecipe
-
-        recipe = EvaluationRecipe(cfg)
-    return recipe.run().to_dict(), recipe.module
+    def resume_never_started(self) -> bool:
+        """A resume that failed before its checkpoint was restored: the run's record stays as its last part wrote
+        it (this attempt's error is on stderr and in train.log)."""
+        restored = self.trainer is not None and self.trainer.global_step >= (self.resume_step or 0)
+        return self.ckpt_path is not None and not restored
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment from a composed config; returns (and writes) its results."""
-    return run_experiment(cfg)[0]
-
-
-__all__ = ["TrainingRecipe", "instantiate_model", "run_experiment", "train"]
+__all__ = ["TrainingRecipe"]

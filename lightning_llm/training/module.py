@@ -66,6 +66,7 @@ class LanguageModelModule(pl.LightningModule):
         self.decay_embeddings = decay_embeddings  # weight decay on embedding tables too (nanoGPT's rule)
         self.val_metrics = objective.metrics(model.config.vocab_size).clone(prefix="val/")
         self.tokens_seen = 0
+        self.tokens_at_fit_start = 0  # tokens_seen when this fit started (a resumed run's are restored first)
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
         self.first_step_at: float | None = None  # wall-clock time the first training batch started
         self.validated_at_step: int | None = None  # the step of fit's latest validation (not the sanity check)
@@ -95,6 +96,7 @@ class LanguageModelModule(pl.LightningModule):
         self._sharded = True
 
     def on_train_start(self) -> None:
+        self.tokens_at_fit_start = self.tokens_seen  # restored from the checkpoint by now on a resume
         datamodule = self.trainer.datamodule
         if datamodule is not None:
             tokens = datamodule.batch_size * datamodule.block_size
@@ -113,15 +115,24 @@ class LanguageModelModule(pl.LightningModule):
 
     def diverged(self, what: str) -> TrainingDiverged:
         good = self.last_good_checkpoint()
-        kept = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
+        if good:
+            fix = f"the last good checkpoint is {good}; resume it (resume=auto) with a lower optimizer.lr"
+        else:
+            fix = "no checkpoint was written before it; start again (overwrite=true) with a lower optimizer.lr"
         return TrainingDiverged(
-            f"{what} at step {self.global_step}: the run stops and {kept}; resume it (resume=auto) with a lower "
-            "optimizer.lr, keep trainer.gradient_clip_val, or try bf16-mixed"
+            f"{what} at step {self.global_step}: the run stops and {fix}, keep trainer.gradient_clip_val, or try "
+            "bf16-mixed"
         )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.time()
+            loop = self.trainer.fit_loop.epoch_loop
+            if self.automatic_optimization and loop._batches_that_stepped != self.global_step:
+                # Lightning restores its logging step one ahead of global_step from a checkpoint written between
+                # a step and the end of its batch (an interrupt): the loggers' rows were labelled one log interval
+                # late. With one optimizer both count optimizer steps, so they agree again.
+                loop._batches_that_stepped = self.global_step
 
     def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # an empty Poisson batch under DP-SGD: the optimizer takes a noise-only step
