@@ -15,7 +15,7 @@ install: $(STAMP)
 # Reinstall when pyproject.toml changes. torch comes first with its pin: an unpinned torch
 # would pull a multi-GB CUDA build, the pinned one is a local CPU wheel here. litdata (token shards) comes
 # without its declared torchvision, which it needs only for images and which would replace torch with a CUDA
-# build; its other needs are in pyproject.toml.
+# build; what it needs beyond the core is the [shards] extra (in [all], so in [dev]).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

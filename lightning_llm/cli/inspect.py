@@ -26,8 +26,10 @@ def run(args: argparse.Namespace) -> None:
 
     from lightning_llm.checkpoints import load_pretrained, model_from_pretrained
     from lightning_llm.errors import ConfigError
+    from lightning_llm.extras import require
     from lightning_llm.inspect import encode_prompt, resolve_target, stdlib_module_task, write_inspection
 
+    require("captum", "lightning-llm inspect")  # its attributions: said before the model loads
     checkpoint, key = checkpoint_of(args.checkpoint)
     prompts = read_prompts(args)
     pretrained = load_pretrained(checkpoint, key=key)

@@ -38,6 +38,7 @@ from lightning_llm.data.shard_manifest import (
 from lightning_llm.data.streamed import is_stream
 from lightning_llm.data.text_files import ArrowPageRelease
 from lightning_llm.errors import ConfigError
+from lightning_llm.extras import require
 from lightning_llm.log import get_logger
 
 log = get_logger(__name__)
@@ -55,6 +56,7 @@ def check_format(format: str, packing: str, windows: str, shard_dir: str | None)
         if shard_dir:
             raise ConfigError("data.shard_dir applies to data.format=shards: set data.format=shards or drop it")
         return
+    require("litdata", "data.format=shards")
     if shard_dir and is_remote(shard_dir):
         check_reachable(shard_dir, "data.shard_dir")
     if packing == "pad":

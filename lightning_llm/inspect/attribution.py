@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lightning_llm.extras import require
 from lightning_llm.inspect.prompts import forward
 from lightning_llm.models import LanguageModel
 from lightning_llm.models.scoring import NotApplicable
@@ -85,6 +86,7 @@ def attribute(
     """Gradient x input and integrated gradients (`n_steps`, Gauss-Legendre) of `target`'s score (default: the
     model's own top choice) for one sequence (1, time), from the embedding of `baseline_id` at every position
     (None: zeros)."""
+    require("captum", "token attributions (lightning-llm inspect)")
     from captum.attr import InputXGradient, IntegratedGradients
 
     if model.task_head is None and model.architecture == "encoder":

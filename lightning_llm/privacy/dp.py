@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.extras import require
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -100,6 +101,7 @@ class DifferentialPrivacy:
         max_grad_norm: float = 1.0,
         accountant: str = "rdp",
     ) -> None:
+        require("opacus", "privacy=dp")  # the checks construct this: a missing extra is said before any work
         if (target_epsilon is None) == (noise_multiplier is None):
             raise ConfigError(
                 "privacy: give exactly one of privacy.target_epsilon and privacy.noise_multiplier "

@@ -8,13 +8,13 @@ cache); `include_path` adds a folder of the harness's own task YAMLs (local file
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval.tasks.base import EvalEnv, Task
+from lightning_llm.extras import require
 from lightning_llm.models.scoring import EvalLM, GenerationSettings
 
 CHOICE_TASK = """task: {name}
@@ -86,8 +86,7 @@ class HarnessTask(Task):
     def check(self) -> None:
         if not self.tasks:
             raise ConfigError(f"{self.key('tasks')} is empty: name lm-evaluation-harness tasks, e.g. [arc_easy]")
-        if importlib.util.find_spec("lm_eval") is None:
-            raise ConfigError(f"{self.key('tasks')} needs lm-evaluation-harness: pip install lm-eval")
+        require("lm_eval", self.key("tasks"))
 
     def run(self, lm: EvalLM, env: EvalEnv) -> dict[str, Any]:
         import lm_eval
