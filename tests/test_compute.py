@@ -323,3 +323,38 @@ def test_estimate_from_a_configured_trainer(peak_cache):
     assert d["total_seconds"] == pytest.approx(800 * BATCH * BLOCK * d["flops_per_token"] / (4 * CPU_PEAK * 0.35))
     assert d["cost_usd"] == pytest.approx(d["total_seconds"] / 3600)
     assert "time for 800 steps" in format_estimate(d)
+
+
+# -- FLOPs from the rows actually trained ---------------------------------------------------------------------------
+def test_sequence_lengths_are_documents_real_tokens_or_rows():
+    from lightning_llm.training.compute import sequence_lengths
+
+    ids = torch.zeros(2, 6, dtype=torch.long)
+    assert sequence_lengths({"input_ids": ids}).tolist() == [6, 6]
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    assert sequence_lengths({"input_ids": ids, "attention_mask": mask}).tolist() == [3, 5]
+    documents = torch.tensor([[0, 0, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0]])
+    assert sorted(sequence_lengths({"input_ids": ids, "document_ids": documents}).tolist()) == [1, 2, 3, 6]
+
+
+def test_a_batch_costs_its_real_lengths_not_the_context():
+    """An SFT row of 3 real tokens in a 64-token context: 6N per real token, attention by its own length (the
+    context's attention term made a 135M model's MFU 213%)."""
+    from lightning_llm.training.compute import batch_flops
+
+    model = GPT(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=32)
+    mask = torch.zeros(2, 64, dtype=torch.long)
+    mask[0, :3], mask[1, :10] = 1, 1
+    batch = {"input_ids": torch.zeros(2, 64, dtype=torch.long), "attention_mask": mask}
+    expected = 3 * model.flops_per_token(3) + 10 * model.flops_per_token(10)
+    assert batch_flops(model, batch) == expected < 13 * model.flops_per_token(64)
+
+
+def test_compute_of_variable_length_rows_counts_what_they_cost(make_cfg):
+    from lightning_llm.recipe import train
+
+    cfg = make_cfg("objective=sft", "data=stdlib_summaries", "model.block_size=512", "trainer.max_steps=4",
+                   "validate_before_fit=false", "~callbacks.sample")  # fmt: skip
+    compute = train(cfg)["compute"]
+    model = GPT(vocab_size=cfg.tokenizer.vocab_size, block_size=512, n_layer=2, n_head=2, n_embd=64)
+    assert model.flops_per_token(0) < compute["flops_per_token"] < 0.8 * model.flops_per_token(512)

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
@@ -20,10 +21,13 @@ from lightning_llm.training.peaks import device_name, device_peak_flops, precisi
 log = get_logger(__name__)
 
 DEFINITIONS = {
-    "flops_per_token": "model.flops_per_token(data.block_size): 6 x parameters (frozen ones too; not the position "
-    "table) + 12 x layers x width x sequence for attention (PaLM appendix B)",
+    "flops_per_token": "flops_total / tokens: the mean over the trained tokens of model.flops_per_token(length), 6 x "
+    "parameters (frozen ones too; not the position table) + 12 x layers x width x length for attention (PaLM "
+    "appendix B), where length is each token's own sequence: its row's real tokens (padding excluded), or its "
+    "document within a packed row under doc_mask",
     "tokens": "tokens trained in this fit, all devices (the module's tokens_seen difference)",
-    "flops_total": "flops_per_token x tokens",
+    "flops_total": "the sum over trained batches and devices of 6N x real tokens + 12 x layers x width x the sum "
+    "of each sequence's length squared (so rows shorter than the context count what they cost)",
     "fit_seconds": "wall time from the start to the end of training (validation and checkpoints included)",
     "train_seconds": "fit_seconds minus the time spent in validation during fit",
     "achieved_flops_per_s": "flops_total / train_seconds (all devices together)",
@@ -36,6 +40,30 @@ DEFINITIONS = {
     "co2_kg": "energy_kwh x the country's average carbon intensity (CodeCarbon's tables, country_iso_code)",
     "cost_usd": "devices x fit_seconds / 3600 x price_per_device_hour",
 }
+
+
+def sequence_lengths(batch: dict[str, Any]) -> torch.Tensor:
+    """The length of every sequence attention runs over in a batch: each document of a doc_mask-packed row, each
+    row's real tokens when it has an attention mask, else each whole row."""
+    ids = batch["input_ids"]
+    if "document_ids" in batch:
+        documents = batch["document_ids"]
+        stride = int(documents.max()) + 1
+        rows = torch.arange(documents.size(0), device=documents.device).unsqueeze(1)
+        counts = torch.bincount((documents + stride * rows).flatten())  # one bin per (row, document)
+        return counts[counts > 0]
+    if "attention_mask" in batch:
+        return batch["attention_mask"].sum(dim=-1)
+    return torch.full((ids.size(0),), ids.size(1), device=ids.device)
+
+
+def batch_flops(model: Any, batch: dict[str, Any]) -> int:
+    """A batch's training FLOPs from its real sequence lengths: flops_per_token is linear in the length
+    (a + b x length), so a sequence of length t costs a·t + b·t²."""
+    lengths = sequence_lengths(batch).to(torch.float64)
+    per_token = model.flops_per_token(0)
+    per_length = model.flops_per_token(1) - per_token
+    return int(per_token * lengths.sum().item() + per_length * (lengths**2).sum().item())
 
 
 class ComputeMonitor(pl.Callback):
@@ -69,10 +97,12 @@ class ComputeMonitor(pl.Callback):
         self._validating_since: float | None = None
         self._validation_seconds = 0.0
         self._tokens_before = 0
+        self._flops = 0  # model FLOPs of the batches trained in this fit (all devices)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.compute, self._validation_seconds = {}, 0.0
         self._tokens_before = int(getattr(pl_module, "tokens_seen", 0))
+        self._flops = 0
         if self.track_energy and trainer.is_global_zero:
             self._meter = self._start_meter()
         self._started = time.perf_counter()
@@ -85,6 +115,13 @@ class ComputeMonitor(pl.Callback):
         meter = take_meter(self.country_iso_code, self.measure_power_secs)
         meter.start()
         return meter
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        model = getattr(pl_module, "model", None)
+        if self._started is not None and isinstance(batch, dict) and hasattr(model, "flops_per_token"):
+            self._flops += batch_flops(model, batch) * trainer.world_size
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
@@ -110,13 +147,6 @@ class ComputeMonitor(pl.Callback):
         train_seconds = max(fit_seconds - self._validation_seconds, 1e-9)
         devices = trainer.world_size
         tokens = int(getattr(pl_module, "tokens_seen", 0)) - self._tokens_before
-        datamodule = trainer.datamodule
-        model = getattr(pl_module, "model", None)
-        flops_per_token = (
-            int(model.flops_per_token(datamodule.block_size))
-            if hasattr(model, "flops_per_token") and hasattr(datamodule, "block_size")
-            else None
-        )
         precision = str(trainer.precision)
         peak, source = device_peak_flops(pl_module.device, precision_dtype(precision), self.cache_dir)
         c: dict[str, Any] = {
@@ -129,9 +159,9 @@ class ComputeMonitor(pl.Callback):
             "peak_flops_per_s": peak,
             "peak_source": source,
         }
-        if flops_per_token is not None:
-            achieved = flops_per_token * tokens / train_seconds
-            c.update(flops_per_token=flops_per_token, flops_total=flops_per_token * tokens)
+        if self._flops and tokens:
+            achieved = self._flops / train_seconds
+            c.update(flops_per_token=round(self._flops / tokens), flops_total=self._flops)
             c["achieved_flops_per_s"] = achieved
             c["mfu"] = achieved / (peak * devices) if peak else None
         c.update(self._energy(trainer))
