@@ -62,6 +62,14 @@ KNOWN_HARMLESS_WARNINGS = (
     # LitData's StreamingDataset (data.format=shards) splits its blocks over workers and ranks itself
     r".*`IterableDataset` has `__len__` defined.*",
 )
+#: Loggers of other libraries set to a higher level, each with why.
+QUIET_LOGGERS = {
+    # LitData's per-dataset cache and mmap notes at INFO
+    "litdata": logging.WARNING,
+    # bitsandbytes tries to fetch a faster CPU 4-bit kernel from the Hub when it is imported and warns when that
+    # fails (offline, or no `kernels` package); its own CPU kernel then runs: said on every quantized call
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,
+}
 #: Log lines of other libraries that are advertisements or say nothing (matched on the message).
 KNOWN_NOISE = ("litlogger", "was configured so 100% of the batches will be used", "anonymous setting")
 
@@ -85,7 +93,8 @@ def quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropNoise) for f in logger.filters):
             logger.addFilter(DropNoise())
-    logging.getLogger("litdata").setLevel(logging.WARNING)  # per-dataset cache and mmap notes at INFO
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, DropNoise) for f in handler.filters):
             handler.addFilter(DropNoise())

@@ -279,3 +279,11 @@ def test_adapter_and_prompt_checkpoints_generate(method, tmp_path, cache_dir, ba
     assert TextGenerator(model, tokenizer).complete(["The"], GREEDY)[0].new_tokens > 0
     refused = tool("export", str(tmp_path / "run"), str(tmp_path / "hf"), cwd=tmp_path)
     assert refused.returncode == 2 and f"finetune={method} keeps modules of its own" in refused.stderr
+
+
+def test_bitsandbytes_hub_kernel_warning_is_not_printed():
+    """bitsandbytes warns at import that it could not fetch a Hub kernel (offline): every quantize= call said it."""
+    pytest.importorskip("bitsandbytes")
+    code = "from lightning_llm.log import quiet_known_noise\nquiet_known_noise()\nimport bitsandbytes\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "kernels-community" not in done.stderr + done.stdout
