@@ -69,6 +69,9 @@ QUIET_LOGGERS = {
     # bitsandbytes tries to fetch a faster CPU 4-bit kernel from the Hub when it is imported and warns when that
     # fails (offline, or no `kernels` package); its own CPU kernel then runs: said on every quantized call
     "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    # ... and the `kernels` package says offline that it skipped the kernel's publisher check (it then finds no
+    # cached kernel and bitsandbytes uses its own; no remote code runs)
+    "kernels": logging.ERROR,
 }
 #: Log lines of other libraries that are advertisements or say nothing (matched on the message).
 KNOWN_NOISE = ("litlogger", "was configured so 100% of the batches will be used", "anonymous setting")
