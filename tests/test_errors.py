@@ -75,6 +75,8 @@ CASES = {
     "weight-decay": (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay=-0.1 must be a number >= 0"]),
     "warmup": (["scheduler.warmup_steps=-5"], ["scheduler.warmup_steps=-5 must be a number >= 0"]),
     "min-lr": (["scheduler.min_lr_ratio=2"], ["scheduler.min_lr_ratio=2 must be a number in [0, 1]"]),
+    # Lightning's LearningRateMonitor failed the run once training started
+    "lr-monitor-without-logger": (["logger=none"], ["callbacks.lr_monitor logs the learning rate", "logger=csv"]),
     "optimizer-refuses": (
         ["+optimizer.foreach=true", "optimizer.fused=true"],
         ["optimizer=adamw with scheduler=cosine cannot be built", "`fused` and `foreach`"],

@@ -13,6 +13,7 @@ import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
@@ -64,9 +65,23 @@ def check_config(cfg: DictConfig) -> None:
     check_engine(cfg.data.get("pipeline_engine", "local"))
     check_privacy(cfg)
     check_training_texts(cfg)
+    check_loggers(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Lightning's LearningRateMonitor fails a run without a logger once training starts: say so before."""
+    if any(isinstance(c, DictConfig) and "_target_" in c for c in (cfg.get("logger") or {}).values()):
+        return
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        target = callback.get("_target_") if isinstance(callback, DictConfig) else None
+        if target and issubclass(hydra.utils.get_class(target), LearningRateMonitor):
+            raise ConfigError(
+                f"callbacks.{name} logs the learning rate and logger=none gives it no logger: drop it "
+                f"(~callbacks.{name}) or choose a logger (logger=csv)"
+            )
 
 
 def check_training_texts(cfg: DictConfig) -> None:
