@@ -12,6 +12,7 @@ from lightning_llm.cli.generate import add_settings_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The conversation's free text (verbatim) and generate's settings."""
     parser.add_argument("--system", metavar="TEXT", help="a system message that opens the conversation (verbatim)")
     parser.add_argument("--template", metavar="TEXT", help="a Jinja chat template (default: the checkpoint's own)")
     add_settings_arguments(parser)

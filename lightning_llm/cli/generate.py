@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lightning_llm.cli.arguments import add_prompt_arguments, read_prompts, take_text_words
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from lightning_llm.inference import TextGenerator
+    from lightning_llm.models.scoring import GenerationSettings
 
 
 @dataclass
@@ -51,11 +58,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The prompts (verbatim) and the settings."""
     add_prompt_arguments(parser)
     add_settings_arguments(parser)
 
 
-def load_settings(args: argparse.Namespace):
+def load_settings(args: argparse.Namespace) -> DictConfig:
     """The composed, checked config of the command line's overrides (free text taken out first, verbatim)."""
     from lightning_llm.cli.overrides import compose_tool_config
     from lightning_llm.errors import ConfigError
@@ -70,7 +78,7 @@ def load_settings(args: argparse.Namespace):
     return cfg
 
 
-def settings_of(cfg, args: argparse.Namespace):
+def settings_of(cfg: DictConfig, args: argparse.Namespace) -> GenerationSettings:
     """The sampling settings of the config, with the command line's `--stop` strings."""
     from lightning_llm.models.scoring import GenerationSettings
 
@@ -84,7 +92,7 @@ def settings_of(cfg, args: argparse.Namespace):
     )
 
 
-def open_generator(cfg):
+def open_generator(cfg: DictConfig) -> TextGenerator:
     """The checkpoint (quantized when asked) and its tokenizer, ready to generate."""
     from lightning_llm.inference import TextGenerator, load_for_inference
     from lightning_llm.recipe.context import set_num_threads
