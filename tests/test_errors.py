@@ -75,6 +75,11 @@ CASES = {
     "weight-decay": (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay=-0.1 must be a number >= 0"]),
     "warmup": (["scheduler.warmup_steps=-5"], ["scheduler.warmup_steps=-5 must be a number >= 0"]),
     "min-lr": (["scheduler.min_lr_ratio=2"], ["scheduler.min_lr_ratio=2 must be a number in [0, 1]"]),
+    # settings the datamodule and the objective check themselves, now before anything loads (a wrapped traceback)
+    "holdout": (["data.holdout=middle"], ["data.holdout='middle' is unknown: use documents or tail"]),
+    "two-targets": (["objective=sft", "data=stdlib_summaries", "data.label_column=module"], ["set exactly one of"]),
+    "mask-prob": (["model=bert", "objective=mlm", "objective.mask_prob=2"], ["objective.mask_prob=2 must be in"]),
+    "noise-density": (["model=t5", "objective=span", "objective.noise_density=0"], ["objective.noise_density=0"]),
     # Lightning's LearningRateMonitor failed the run once training started
     "lr-monitor-without-logger": (["logger=none"], ["callbacks.lr_monitor logs the learning rate", "logger=csv"]),
     "optimizer-refuses": (

@@ -121,22 +121,16 @@ class TextDataModule(LLMDataModule):
         self.path, self.name, self.split, self.text_column = str(path), name, split, text_column
         self.sample_by = sample_by
         self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
-        if holdout not in ("documents", "tail"):
-            raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
+        self.check_settings({"holdout": holdout, "val_path": val_path, "sources": sources, "canaries": canaries})
         check_window_settings(windows, packing)
         objective.bind_packing(packing)
         self.holdout, self.val_path, self.windows, self.packing = holdout, val_path, windows, packing
         self.sources = parse_sources(sources) or [Source("", self.path)]
-        if self.mixed and val_path:
-            raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
         self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
         check_engine(pipeline_engine)
         self.pipeline_engine = pipeline_engine
         self.decontaminate_paths = list(decontaminate_paths or [])
         self.canaries = dict(canaries or {})
-        if self.canaries.get("n"):
-            settings = {k: self.canaries[k] for k in ("n", "repeats", "template", "length", "alphabet")}
-            check_canary_settings(**settings, key="data.canaries")
         self.num_proc = num_proc
         self.cache_dir = Path(cache_dir)
         check_format(format, packing, windows, shard_dir)
@@ -156,6 +150,19 @@ class TextDataModule(LLMDataModule):
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
         """Packed text, whatever the settings."""
         return "text"
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """`data.holdout`, `data.val_path` beside a mixture, and `data.canaries`."""
+        holdout = settings.get("holdout", "documents")
+        if holdout not in ("documents", "tail"):
+            raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
+        if len(settings.get("sources") or {}) > 1 and settings.get("val_path"):
+            raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
+        canaries = dict(settings.get("canaries") or {})
+        if canaries.get("n"):
+            made = {k: canaries[k] for k in ("n", "repeats", "template", "length", "alphabet")}
+            check_canary_settings(**made, key="data.canaries")
 
     @property
     def mixed(self) -> bool:

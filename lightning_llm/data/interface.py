@@ -42,6 +42,12 @@ class LLMDataModule(pl.LightningDataModule, ABC):
         """The kind of examples (a key of `objectives.EXAMPLES`) a datamodule with these settings (its data
         config) yields: known before anything loads, so that an objective that cannot train on them is refused."""
 
+    @classmethod
+    @abstractmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """A one-line ConfigError for settings (its data config) it cannot take, before anything loads; the
+        constructor checks the same."""
+
     @abstractmethod
     def prepare_data(self) -> None:
         """Load, split, train or reuse the tokenizer, tokenize. Cached; safe to call twice."""

@@ -50,8 +50,7 @@ class SupervisedDataModule(LLMDataModule):
         num_workers: int = 0,
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
-        if (response_column is None) == (label_column is None):
-            raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
+        self.check_settings({"response_column": response_column, "label_column": label_column})
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
         super().__init__(objective, block_size, batch_size, num_workers)
         self.tokenizer_config = tokenizer
@@ -67,6 +66,12 @@ class SupervisedDataModule(LLMDataModule):
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
         """(prompt, response) pairs with a `response_column`, else (text, class) examples."""
         return "pairs" if settings.get("response_column") else "labelled"
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Exactly one target: a response column (generation) or a label column (classes)."""
+        if (settings.get("response_column") is None) == (settings.get("label_column") is None):
+            raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
 
     def _rows(self):
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)

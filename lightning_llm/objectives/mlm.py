@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_llm.errors import ConfigError
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput, row_mean
 from lightning_llm.objectives.packing import PACKINGS, document_layout, model_inputs, pad_documents
 from lightning_llm.tokenizers import MASK_TOKEN, Tokenizer
@@ -24,6 +25,13 @@ class MaskedLM(Objective):
 
     def __init__(self, mask_prob: float = 0.15, replace_mask: float = 0.8, replace_random: float = 0.1) -> None:
         super().__init__()
+        if not 0 < mask_prob <= 1:
+            raise ConfigError(f"objective.mask_prob={mask_prob} must be in (0, 1]")
+        if min(replace_mask, replace_random) < 0 or replace_mask + replace_random > 1:
+            raise ConfigError(
+                f"objective.replace_mask={replace_mask} and objective.replace_random={replace_random} are shares of "
+                "the picked tokens: each 0 or more, together at most 1"
+            )
         self.mask_prob, self.replace_mask, self.replace_random = mask_prob, replace_mask, replace_random
 
     @property

@@ -69,6 +69,13 @@ class SpanCorruption(Objective):
 
     def __init__(self, noise_density: float = 0.15, mean_span_length: float = 3.0, num_sentinels: int = 100) -> None:
         super().__init__()
+        if not 0 < noise_density < 1:
+            raise ConfigError(f"objective.noise_density={noise_density} must be between 0 and 1 (exclusive)")
+        if mean_span_length < 1 or num_sentinels < 1:
+            raise ConfigError(
+                f"objective.mean_span_length={mean_span_length} and objective.num_sentinels={num_sentinels} must be "
+                "at least 1"
+            )
         self.noise_density, self.mean_span_length, self.num_sentinels = noise_density, mean_span_length, num_sentinels
 
     @property

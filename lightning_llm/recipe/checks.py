@@ -62,6 +62,7 @@ def check_config(cfg: DictConfig) -> None:
     warn_about_devices(cfg)
     check_pretrained(cfg)
     check_data_sources(cfg.data)
+    hydra.utils.get_class(cfg.data._target_).check_settings(OmegaConf.to_container(cfg.data, resolve=True))
     check_engine(cfg.data.get("pipeline_engine", "local"))
     check_privacy(cfg)
     check_training_texts(cfg)
@@ -174,8 +175,10 @@ def _objective_classes() -> dict[str, type]:
 def check_objective(cfg: DictConfig) -> None:
     """The objective must train the model's architecture; name the objectives that would."""
     family = model_family(cfg)
-    objective_cls = hydra.utils.get_class(cfg.objective._target_)
+    settings = OmegaConf.to_container(cfg.objective, resolve=True)
+    objective_cls = hydra.utils.get_class(settings.pop("_target_"))
     if family.architecture in objective_cls.architectures:
+        objective_cls(**settings)  # the settings' own one-line errors
         return
     fitting = [name for name, cls in _objective_classes().items() if family.architecture in cls.architectures]
     raise ConfigError(
