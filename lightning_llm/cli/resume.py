@@ -6,26 +6,21 @@ the new `resume-<n>/`). The run's config groups are its own: a group option othe
 line (override keys instead); the run's own option, as a repeated command line gives it, is dropped. A first start
 (`resume=auto` where no run has written its config yet) composes from the command line as usual.
 
-A resume attempt that fails before it writes a checkpoint leaves the run's record as it was (`RunRecord`).
+A resume attempt that fails before it writes a checkpoint leaves the run's record as it was (recipe.outputs.RunRecord).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lightning_llm.conf import CONFIG_DIR
 from lightning_llm.errors import ConfigError
 
 CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
-#: What a run's record is: put back as it was when a resume attempt fails before it checkpoints.
-RECORD = ("results.json", "provenance.json", "report.md", "report.html", "samples.txt", "csv/metrics.csv")
 _GROUP = re.compile(r"[A-Za-z_][\w-]*")
 
 
@@ -118,39 +113,3 @@ def resume_argv(argv: list[str]) -> list[str]:
         kept.append("+" + word if word.startswith("+") and not word.startswith("++") else word)  # `++`: set or add
     labels = [f"+hydra.runtime.choices.{g}={o}" for g, o in sorted(choices.items())]
     return ["--config-path", str(parts[-1]), "--config-name", "config", *labels, *kept]
-
-
-def _checkpoint_state(run: Path) -> tuple[int, int] | None:
-    path = run / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        return None
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-@contextmanager
-def kept_unless_resumed(cfg: DictConfig, rank: int) -> Iterator[None]:
-    """Around a run of `cfg`: when it resumes a run (`resume=auto`) and fails before it writes a checkpoint, the
-    run's record (results.json, provenance.json, reports, samples, metrics) is put back byte for byte and the
-    config part it added is removed, so the record still describes the run's checkpoints; its lines stay in
-    train.log. Rank 0 keeps the record; other ranks and other runs pass through."""
-    run = Path(cfg.paths.output_dir)
-    if cfg.get("resume") != "auto" or rank != 0 or not config_parts(run):
-        yield
-        return
-    saved = {name: (run / name).read_bytes() for name in RECORD if (run / name).is_file()}
-    parts, checkpoint = set(config_parts(run)), _checkpoint_state(run)
-    try:
-        yield
-    except BaseException:
-        if _checkpoint_state(run) == checkpoint:
-            for name in RECORD:
-                if name not in saved:
-                    (run / name).unlink(missing_ok=True)
-            for name, data in saved.items():
-                temporary = run / f"{name}.kept"
-                temporary.write_bytes(data)
-                temporary.replace(run / name)
-            for part in set(config_parts(run)) - parts:
-                shutil.rmtree(part)
-        raise

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from lightning_llm.cli.handler import fail, run_command
 from lightning_llm.cli.overrides import check_cli_overrides, explain_composition_error
-from lightning_llm.cli.resume import kept_unless_resumed, resume_argv
+from lightning_llm.cli.resume import resume_argv
 from lightning_llm.conf import CONFIG_DIR
 from lightning_llm.errors import user_error_in
 from lightning_llm.recipe.ddp import ddp_child_argv
@@ -27,7 +27,6 @@ def task(cfg: DictConfig) -> float | None:
     from lightning_llm.recipe.startup import start_early_work
 
     start_early_work(cfg)  # beside the imports of torch and Lightning, which use one core (the command line is checked)
-    from lightning_llm.log import process_rank
     from lightning_llm.recipe.context import is_multirun
     from lightning_llm.recipe.experiment import train
     from lightning_llm.recipe.outputs import record_failure
@@ -36,8 +35,7 @@ def task(cfg: DictConfig) -> float | None:
         gc.freeze()  # collecting them over and over cost ~1 s of start-up; later collections skip them too
         gc.enable()
     try:
-        with kept_unless_resumed(cfg, process_rank()):
-            results = train(cfg)
+        results = train(cfg)
     except Exception as err:
         if is_multirun():  # one failed trial is recorded and the sweep goes on
             record_failure(cfg, err)

@@ -21,12 +21,14 @@ from lightning_llm.conf import CONFIG_DIR
 from lightning_llm.errors import ConfigError, user_error_in
 from lightning_llm.log import DropNoise
 from lightning_llm.recipe.context import hydra_info
-from lightning_llm.recipe.results import write_json_atomic
+from lightning_llm.recipe.results import write_bytes_atomic, write_json_atomic
 
 #: Files a run writes in its folder (README "What a run writes"): what overwrite=true, or a new run in the folder of
 #: a failed start, removes.
 RUN_OUTPUTS = ("results.json", "provenance.json", "checkpoints", "csv", ".hydra", "train.log", "report.md",
                "report.html", "samples.txt")  # fmt: skip
+#: A run's record: put back as it was when a resume attempt fails before it writes a checkpoint.
+RECORD = ("results.json", "provenance.json", "report.md", "report.html", "samples.txt", "csv/metrics.csv")
 #: One run at a time in a folder: the lock a run holds (an OS lock, released when its process ends however it ends)
 LOCK_FILE = ".run.lock"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -119,6 +121,39 @@ def log_to_file(folder: Path) -> logging.Handler:
     handler.addFilter(DropNoise())
     logging.getLogger().addHandler(handler)
     return handler
+
+
+def _checkpoint_state(folder: Path) -> tuple[int, int] | None:
+    path = folder / "checkpoints" / "last.ckpt"
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+
+
+@dataclass
+class RunRecord:
+    """A resumed run's record as it was before this part: a resume that fails before it writes a checkpoint puts
+    it back byte for byte and removes the config part it added, so the record still describes the run's
+    checkpoints (its lines stay in train.log)."""
+
+    folder: Path
+    saved: dict[str, bytes]
+    checkpoint: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, folder: Path) -> RunRecord:
+        saved = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
+        return cls(folder, saved, _checkpoint_state(folder))
+
+    def restore_unless_checkpointed(self, part: Path) -> None:
+        """Put the record back unless a checkpoint was written since; `part` is this attempt's config folder."""
+        if _checkpoint_state(self.folder) != self.checkpoint:
+            return
+        for name in RECORD:
+            if name not in self.saved:
+                (self.folder / name).unlink(missing_ok=True)
+        for name, data in self.saved.items():
+            write_bytes_atomic(self.folder / name, data)
+        if part.name.startswith("resume-"):
+            shutil.rmtree(part, ignore_errors=True)
 
 
 @dataclass

@@ -56,7 +56,7 @@ from lightning_llm.recipe.context import (
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
 from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded
-from lightning_llm.recipe.outputs import RunFolder, error_line, prepare, previous_results, remove_if_empty
+from lightning_llm.recipe.outputs import RunFolder, RunRecord, error_line, prepare, previous_results, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, earlier_parts, write_json_atomic
 from lightning_llm.recipe.schema import validate_config
@@ -377,17 +377,24 @@ class TrainingRecipe:
         self.folder = prepare(self.cfg, self.output_dir, self.ckpt_path is not None) if process_rank() == 0 else None
         if self.folder is not None:
             log.info(where_things_go(self.output_dir, self.cfg.paths.cache_dir))
+        resuming_here = self.folder is not None and self.ckpt_path and self.cfg.get("resume") == "auto"
+        resumed_record = RunRecord.of(self.output_dir) if resuming_here else None
         try:
             with sigterm_raises():
                 for stage in self.stages():
                     watchdog.progress()
                     stage()
         except BaseException as err:
-            raise self.ended_by(err) from err
+            error = self.ended_by(err)
+            if error is err:
+                raise
+            raise error from err
         finally:
             if self.folder is not None:  # rank 0: the run's report, however it ended
                 try:
                     report_on_exit(self.output_dir, sys.exc_info()[1])
+                    if resumed_record is not None and sys.exc_info()[1] is not None:
+                        resumed_record.restore_unless_checkpointed(self.folder.config_dir)
                 finally:
                     self.folder.release()
         failed = self.incomplete_eval() if process_rank() == 0 else []  # rank 0 reports (a sharded eval runs on all)
@@ -424,15 +431,9 @@ class TrainingRecipe:
             self.results.checkpoints = {"last": self.last_checkpoint()} if self.last_checkpoint() else None
         self.results.wall_seconds = round(time.perf_counter() - self.started, 2)
         self.collect_monitors()
-        if process_rank() == 0 and (trainer is None or trainer.is_global_zero) and not self.resume_never_started():
+        if process_rank() == 0 and (trainer is None or trainer.is_global_zero):
             self.results.write(self.output_dir)
         return error
-
-    def resume_never_started(self) -> bool:
-        """A resume that failed before its checkpoint was restored: the run's record stays as its last part wrote
-        it (this attempt's error is on stderr and in train.log)."""
-        restored = self.trainer is not None and self.trainer.global_step >= (self.resume_step or 0)
-        return self.ckpt_path is not None and not restored
 
 
 __all__ = ["TrainingRecipe"]
