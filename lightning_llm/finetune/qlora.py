@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.extras import require
 from lightning_llm.finetune.base import replace_module
 from lightning_llm.finetune.lora import LoRA, plain_linear
-from lightning_llm.finetune.quantize import dequantized_weight, quantize_4bit, quantize_int8, require_bitsandbytes
+from lightning_llm.finetune.quantize import dequantized_weight, quantize_4bit, quantize_int8
 from lightning_llm.models import LanguageModel
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,7 +34,7 @@ class QLoRA(LoRA):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_bitsandbytes("finetune=qlora")
+        require("bitsandbytes", "finetune=qlora")
         if self.bits not in (4, 8):
             raise ConfigError(f"finetune.bits={self.bits} is not supported: use 4 (NF4/FP4) or 8 (int8)")
         if self.compute_dtype not in _DTYPES:

@@ -3,23 +3,17 @@ linear layers, for QLoRA's base and for inference (`quantize=` of generation and
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from torch import nn
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.extras import require
 from lightning_llm.finetune.base import replace_module
 from lightning_llm.memory import drop_pages, file_mappings
 from lightning_llm.models import LanguageModel
 
 #: `quantize=` options: weights of the transformer blocks' linear layers in 8 or 4 bits (embeddings, heads stay)
 SCHEMES = ("none", "int8", "nf4", "fp4")
-
-
-def require_bitsandbytes(what: str) -> None:
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"{what} needs bitsandbytes: pip install bitsandbytes (CPU and CUDA), or use quantize=none")
 
 
 def quantize_4bit(linear: nn.Linear, compute_dtype: torch.dtype, quant_type: str = "nf4") -> nn.Module:
@@ -90,7 +84,7 @@ def quantize_model(model: LanguageModel, scheme: str, compute_dtype: torch.dtype
         raise ConfigError(f"quantize={scheme!r} is unknown: use one of {', '.join(SCHEMES)}")
     if scheme == "none":
         return model
-    require_bitsandbytes(f"quantize={scheme}")
+    require("bitsandbytes", f"quantize={scheme}")
     for stack in model.layer_stacks():
         for name, module in list(stack.named_modules()):
             if type(module) is nn.Linear:

@@ -6,6 +6,7 @@ This module imports neither (train.py calls it first thing in `main`).
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from omegaconf import DictConfig
 
@@ -27,8 +28,15 @@ def energy_settings(cfg: DictConfig) -> DictConfig | None:
     return None
 
 
+#: Libraries that write caches of their own, and where a run's go instead (inside our cache, not /tmp or ~)
+LIBRARY_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "torchinductor", "MPLCONFIGDIR": "matplotlib"}
+
+
 def start_early_work(cfg: DictConfig) -> None:
-    """The energy meter's process (CodeCarbon's hardware probe in it), when the run measures energy."""
+    """Point the libraries' own caches into ours (before torch and matplotlib import: they read these once), and
+    start the energy meter's process (CodeCarbon's hardware probe in it) when the run measures energy."""
+    for variable, folder in LIBRARY_CACHES.items():
+        os.environ.setdefault(variable, os.path.join(os.path.expanduser(str(cfg.paths.cache_dir)), folder))
     settings = energy_settings(cfg)
     if settings is not None and importlib.util.find_spec("codecarbon") is not None:
         start_meter(str(settings.get("country_iso_code", "USA")).upper(), float(settings.get("measure_power_secs", 15)))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -18,6 +17,7 @@ from datasets import Dataset, IterableDataset, Value
 from lightning_llm.data.pipeline.ray_engine import run_on_ray
 from lightning_llm.data.pipeline.steps import Decider, Step, build_step, resolve_steps
 from lightning_llm.errors import ConfigError
+from lightning_llm.extras import require
 
 VERSION = "1"  # part of every cache fingerprint: bump when a step's output changes for the same settings
 BATCH_SIZE = 1000
@@ -213,8 +213,8 @@ def check_engine(engine: str) -> None:
     """A one-line ConfigError for an unknown engine, or for ray when Ray Data is not installed."""
     if engine not in ENGINES:
         raise ConfigError(f"data.pipeline_engine={engine!r} is unknown: choose from {', '.join(ENGINES)}")
-    if engine == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("data.pipeline_engine=ray needs Ray Data: pip install 'ray[data]' (or use local)")
+    if engine == "ray":
+        require("ray", "data.pipeline_engine=ray")
 
 
 def apply_pipeline(
