@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lightning_llm.models.blocks import ModelConfig
+from lightning_llm.models.parallel import TensorParallelPlan
 
 Architecture = Literal["decoder", "encoder", "encoder-decoder"]
 
@@ -41,6 +42,17 @@ class LanguageModel(nn.Module):
         """The stacks of transformer blocks (one for decoders and encoders; encoder and decoder for T5):
         what fine-tuning selects layers from, FSDP shards, and QLoRA quantizes."""
         raise NotImplementedError
+
+    def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan | None:
+        """How this family's weights split over tensor-parallel ranks: module path -> style (`models.parallel`
+        has the shared blocks' plan and the styles). None: the family has none, and tensor parallel is refused."""
+        return None
+
+    def pipeline_stages(self, n: int) -> list[nn.Module] | None:
+        """The model cut into `n` pipeline stages (`models.pipeline`): the first takes token ids, each passes its
+        hidden states on, the last gives the logits `forward` gives for every position. None: the family cannot
+        be cut (pipeline parallel is refused)."""
+        return None
 
     def input_embeddings(self) -> nn.Embedding:
         """The token embedding table."""

@@ -255,8 +255,10 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.qkv_bias)
         self.proj = nn.Linear(q_dim, config.n_embd, bias=config.attn_bias)
 
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        return x.view(x.size(0), x.size(1), n, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, heads x head_dim) -> (batch, heads, time, head_dim). The head count is read off the
+        tensor: under tensor parallelism a rank holds only its own heads (`models.parallel`)."""
+        return x.view(x.size(0), x.size(1), -1, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -269,18 +271,18 @@ class Attention(nn.Module):
         """`x` (batch, time, n_embd); `memory` is the encoder output for cross-attention; with a `cache`, the new
         keys/values join the cached ones (cross-attention's are computed from `memory` once); `positions` are
         the absolute positions of `x` for rotary embeddings."""
-        kv_dim = self.n_kv_head * self.head_dim
         if self.cross:
-            q = self._heads(self.q(x), self.n_head)
+            q = self._heads(self.q(x))
             if cache is not None and cache.keys is not None:
                 k, v = cache.keys, cache.values
             else:
-                k, v = (self._heads(t, self.n_kv_head) for t in self.kv(memory).split(kv_dim, dim=-1))
+                k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))
                 if cache is not None:
                     cache.append(k, v)
         else:
-            q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
-            q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
+            qkv = self.qkv(x)  # [q | k | v] of this rank's heads (all heads on one device)
+            kv_dim = qkv.size(-1) * self.n_kv_head // (self.n_head + 2 * self.n_kv_head)
+            q, k, v = (self._heads(t) for t in qkv.split([qkv.size(-1) - 2 * kv_dim, kv_dim, kv_dim], dim=-1))
             if self.rope is not None:
                 q, k = self.rope(q, positions), self.rope(k, positions)
             if cache is not None:
@@ -301,15 +303,18 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(x.size(0), x.size(1), -1))
 
 
+def mlp_width(config: ModelConfig) -> int:
+    """The MLP's hidden width: `mlp_hidden`, else 4 x n_embd, or 8/3 x n_embd rounded up to 64 when gated."""
+    return config.mlp_hidden or (64 * math.ceil(8 * config.n_embd / 3 / 64) if config.gated else 4 * config.n_embd)
+
+
 class MLP(nn.Module):
     """Feed-forward block: act(x W1) W2, or gated act(x W) * (x V) W2 (SwiGLU, GEGLU)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.gated, self.act = config.gated, ACTIVATIONS[config.activation]
-        hidden = config.mlp_hidden or (
-            64 * math.ceil(8 * config.n_embd / 3 / 64) if config.gated else 4 * config.n_embd
-        )
+        hidden = mlp_width(config)
         self.fc = nn.Linear(config.n_embd, (2 if self.gated else 1) * hidden, bias=config.bias)
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
 

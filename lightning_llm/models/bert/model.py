@@ -20,6 +20,8 @@ from lightning_llm.models.blocks import (
     prepend_prefix,
     run_block,
 )
+from lightning_llm.models.parallel import TensorParallelPlan, stack_plan, vocabulary_columns, vocabulary_rows
+from lightning_llm.models.pipeline import cut_stages
 
 
 class BERT(LanguageModel):
@@ -51,6 +53,29 @@ class BERT(LanguageModel):
 
     def layer_stacks(self) -> list[nn.ModuleList]:
         return [self.blocks]
+
+    def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
+        """Embedding and (tied) MLM decoder by vocabulary, every block's heads and MLP split; the position and
+        segment tables, the MLM transform and the pooler are small and stay whole on every rank."""
+        blocks = stack_plan("blocks", self.blocks, self.config, sequence_parallel)
+        return {"wte": vocabulary_rows(), **blocks, "lm_head": vocabulary_columns()}
+
+    def pipeline_stages(self, n: int) -> list[nn.Module]:
+        """Token, segment and position embeddings (and their norm) open the first stage; the MLM head closes the
+        last, over every position (untied: a tied pair would sit on two devices)."""
+
+        def embed(input_ids: torch.Tensor) -> torch.Tensor:
+            x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.size(1), device=input_ids.device))
+            if self.wtte is not None:
+                x = x + self.wtte(torch.zeros_like(input_ids))
+            return self.drop(x if self.embed_norm is None else self.embed_norm(x))
+
+        def head(hidden: torch.Tensor) -> torch.Tensor:
+            return self.mlm_logits(hidden if self.norm_f is None else self.norm_f(hidden))
+
+        embeddings = [self.wte, self.wpe, self.wtte, self.embed_norm]
+        heads = [self.norm_f, self.mlm_dense, self.mlm_norm, self.lm_head]
+        return cut_stages(self.blocks, n, embed, embeddings, head, heads, self.activation_checkpointing)
 
     def classification_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The pooled [CLS] state, as BERT's classification heads read it."""

@@ -22,6 +22,8 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.models.cache import KVCache
 from lightning_llm.models.generation import decode, left_pad_positions
+from lightning_llm.models.parallel import TensorParallelPlan, stack_plan, vocabulary_columns, vocabulary_rows
+from lightning_llm.models.pipeline import cut_stages
 
 
 class GPT(LanguageModel):
@@ -51,6 +53,32 @@ class GPT(LanguageModel):
 
     def layer_stacks(self) -> list[nn.ModuleList]:
         return [self.blocks]
+
+    def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
+        """Embedding and LM head by vocabulary (tied or not), every block's heads and MLP split."""
+        blocks = stack_plan("blocks", self.blocks, self.config, sequence_parallel)
+        return {"wte": vocabulary_rows(), **blocks, "lm_head": vocabulary_columns()}
+
+    def pipeline_stages(self, n: int) -> list[nn.Module]:
+        """Token and position embeddings open the first stage, the final norm and the LM head close the last
+        (untied: a tied pair would sit on two devices)."""
+
+        def embed(input_ids: torch.Tensor) -> torch.Tensor:
+            x = self.wte(input_ids)
+            if self.wpe is not None:
+                x = x + self.wpe(torch.arange(input_ids.size(1), device=input_ids.device))
+            return self.drop(x)
+
+        head = [self.norm_f, self.lm_head]
+        return cut_stages(
+            self.blocks,
+            n,
+            embed,
+            [self.wte, self.wpe],
+            lambda h: self.lm_head(self.norm_f(h)),
+            head,
+            self.activation_checkpointing,
+        )
 
     def classification_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The last real token's state: it has read the whole sequence."""

@@ -22,6 +22,13 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.models.cache import KVCache
 from lightning_llm.models.generation import decode
+from lightning_llm.models.parallel import (
+    TensorParallelPlan,
+    head_columns,
+    stack_plan,
+    vocabulary_columns,
+    vocabulary_rows,
+)
 
 
 class T5(LanguageModel):
@@ -51,6 +58,18 @@ class T5(LanguageModel):
 
     def layer_stacks(self) -> list[nn.ModuleList]:
         return [self.encoder, self.decoder]
+
+    def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
+        """Embedding and LM head by vocabulary; both stacks' heads (cross-attention too) and MLPs split; each
+        relative position bias keeps its ranks' heads' columns."""
+        return {
+            "wte": vocabulary_rows(),
+            "encoder_bias.embedding": head_columns(),
+            "decoder_bias.embedding": head_columns(),
+            **stack_plan("encoder", self.encoder, self.config, sequence_parallel),
+            **stack_plan("decoder", self.decoder, self.config, sequence_parallel),
+            "lm_head": vocabulary_columns(),
+        }
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding.
