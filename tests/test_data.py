@@ -78,31 +78,6 @@ def test_tokenizer_round_trips_and_is_cached(topics, tmp_path, kind):
     assert trained3, "new data means a new tokenizer"
 
 
-def test_the_tokenizer_sample_is_bounded_in_characters_as_well_as_lines(topics, tmp_path, monkeypatch):
-    """Paragraph-long lines would let SentencePiece's line reservoir (input_sentence_size) hold a whole large
-    corpus: the line budget is cut to about tokenizer.input_characters at the corpus's mean line length, while
-    every line still streams past the reservoir (a uniform sample of all of it)."""
-    import sentencepiece as spm
-
-    seen: dict = {}
-    real_train = spm.SentencePieceTrainer.train
-
-    def train(**kwargs):
-        lines = list(kwargs.pop("sentence_iterator"))
-        seen.update(lines=len(lines), size=kwargs["input_sentence_size"], chars=sum(map(len, lines)))
-        return real_train(sentence_iterator=iter(lines), **kwargs)
-
-    monkeypatch.setattr(spm.SentencePieceTrainer, "train", train)
-    paragraphs = [" ".join(text.split())[:10_000] for text in topics] * 30  # one line per topic, 30 times
-    mean = sum(map(len, paragraphs)) / len(paragraphs)
-    budget = int(1_200 * mean)  # about 1,200 of the ~2,400 lines
-    train_or_load_tokenizer(paragraphs, "bpe", (), "bounded", tmp_path, vocab_size=400, input_characters=budget)
-    assert seen["lines"] == len(paragraphs)
-    assert abs(seen["size"] - 1_200) <= 1 and seen["size"] < len(paragraphs)
-    with pytest.raises(ConfigError, match="tokenizer.input_characters=0 must be an integer > 0"):
-        train_or_load_tokenizer(paragraphs, "bpe", (), "bounded", tmp_path, vocab_size=400, input_characters=0)
-
-
 def test_packed_blocks_keep_every_token_in_order():
     tokens = torch.arange(1000)
     length, stride = CausalLM().block_layout(31)
@@ -340,3 +315,24 @@ def test_held_out_evaluation_never_scores_a_training_document(make_cfg, cache_di
     trained = {text.strip() for text in recipe.datamodule.train_texts}
     assert task["n_samples"] == len(scored) > 0 and not trained & set(scored)
     assert heldout["training_rows_dropped"] > 0, "the task's own split held out documents the run trained on"
+
+
+def test_under_ddp_each_process_resumes_its_own_share():
+    """The sampler deals each epoch's order out to the processes itself: the shares are disjoint, together the
+    epoch, and a resumed epoch skips each process's own trained rows (Lightning's DistributedSamplerWrapper
+    indexed past the end of a skipped sampler: resuming a DDP run failed with an IndexError)."""
+    from lightning_llm.data.sampling import ResumableSampler
+
+    def share(rank: int, skip: int = 0) -> list[int]:
+        sampler = ResumableSampler(num_examples=103, seed=7)
+        sampler.distribute(num_replicas=2, rank=rank)
+        sampler.set_epoch(3)
+        sampler.skip = skip
+        return list(sampler)
+
+    first, second = share(0), share(1)
+    assert len(first) == len(second) == 51 and not set(first) & set(second)
+    single = ResumableSampler(num_examples=103, seed=7)
+    single.set_epoch(3)
+    assert sorted(first + second) == sorted(list(single)[:102])
+    assert share(0, skip=8) == first[8:] and share(1, skip=8) == second[8:]

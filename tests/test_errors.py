@@ -80,8 +80,6 @@ CASES = {
     "two-targets": (["objective=sft", "data=stdlib_summaries", "data.label_column=module"], ["set exactly one of"]),
     "mask-prob": (["model=bert", "objective=mlm", "objective.mask_prob=2"], ["objective.mask_prob=2 must be in"]),
     "noise-density": (["model=t5", "objective=span", "objective.noise_density=0"], ["objective.noise_density=0"]),
-    # Lightning's LearningRateMonitor failed the run once training started
-    "lr-monitor-without-logger": (["logger=none"], ["callbacks.lr_monitor logs the learning rate", "logger=csv"]),
     "optimizer-refuses": (
         ["+optimizer.foreach=true", "optimizer.fused=true"],
         ["optimizer=adamw with scheduler=cosine cannot be built", "`fused` and `foreach`"],

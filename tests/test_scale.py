@@ -45,6 +45,17 @@ def test_ddp_two_processes_train_in_sync(tmp_path, cache_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # two DDP runs, about 60 s; the sampler's shares are checked in tests/test_data.py
+def test_a_ddp_run_resumes_mid_epoch(tmp_path, cache_dir):
+    """resume=auto of a DDP run continues each process's share of the epoch (it failed with an IndexError in
+    Lightning's DistributedSamplerWrapper)."""
+    _run(tmp_path, cache_dir, "trainer=ddp", "trainer.max_steps=10")
+    results = _run(tmp_path, cache_dir, "trainer=ddp", "resume=auto")
+    assert results["status"] == "completed" and results["steps"] == 20 and results["replicas_in_sync"] is True
+    assert results["resumed"]["from_step"] == 10
+
+
+@pytest.mark.integration
 @pytest.mark.slow  # about 40 s; tests/test_shards.py checks that ranks read disjoint blocks in one process
 def test_ddp_trains_from_token_shards(tmp_path, cache_dir):
     """`python train.py trainer=ddp data.format=shards`: both ranks stream their own blocks from the shards (one

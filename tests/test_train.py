@@ -148,3 +148,10 @@ def test_final_validation_runs_when_fit_ended_between_validations(make_cfg):
     rows = _val_rows(Path(cfg.paths.output_dir))
     assert [step for step, _ in rows][-2:] == [3, 6], rows  # the final validation logs at the global step
     assert results["metrics"]["val/loss"] == pytest.approx(rows[-1][1])
+
+
+def test_a_run_without_loggers_trains(make_cfg):
+    """logger=none with the default callbacks: Lightning's learning-rate monitor would fail once training starts
+    (it refuses to run without a logger); the recipe leaves it out."""
+    results = train(make_cfg("logger=none", "trainer.max_steps=3", "validate_before_fit=false", "~callbacks.sample"))
+    assert results["status"] == "completed" and results["steps"] == 3

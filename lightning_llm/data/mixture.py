@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,13 +80,10 @@ class MixtureSampler(ResumableSampler):
         self.offsets = torch.cumsum(self.sizes, 0) - self.sizes
         self.weights = torch.tensor([w if n else 0.0 for w, n in zip(weights, sizes, strict=True)])
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         sources = torch.multinomial(self.weights, self.num_examples, replacement=True, generator=generator)
         within = (torch.rand(self.num_examples, generator=generator) * self.sizes[sources]).long()
-        order = (self.offsets[sources] + within)[self.skip :].tolist()
-        self.skip = 0
-        return iter(order)
+        return self.offsets[sources] + within
 
 
 def collate_with_sources(collate):

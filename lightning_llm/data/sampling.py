@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -22,24 +22,34 @@ def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[st
         ]
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch), so any epoch's order can be rebuilt after a crash;
-    `skip` drops the examples a resumed epoch already trained on (Lightning calls `set_epoch`)."""
+class ResumableSampler(DistributedSampler):
+    """Orders an epoch with a generator seeded by (seed, epoch), so any epoch's order can be rebuilt after a crash;
+    `skip` drops the examples a resumed epoch already trained on (Lightning calls `set_epoch`). Under DDP it deals
+    the order out itself (`num_replicas`, `rank`: process r takes every r-th example of the epoch's order), so a
+    resumed epoch skips each process's own trained share; being a DistributedSampler, Lightning keeps it instead of
+    wrapping it in one that cannot skip (resuming a DDP run failed with an IndexError)."""
 
     def __init__(self, num_examples: int, seed: int) -> None:
-        self.num_examples, self.seed, self.epoch, self.skip = num_examples, seed, 0, 0
+        super().__init__(range(num_examples), num_replicas=1, rank=0, shuffle=False, drop_last=True)
+        self.num_examples, self.seed, self.skip = num_examples, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """The whole epoch's order, all processes together: a permutation of the examples."""
+        return torch.randperm(self.num_examples, generator=generator)
+
+    def distribute(self, num_replicas: int, rank: int) -> None:
+        """This process's place among `num_replicas` processes."""
+        self.num_replicas, self.rank = num_replicas, rank
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_examples, generator=generator)[self.skip :].tolist()
+        order = self.epoch_order(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        share = len(order) // self.num_replicas
+        mine = order[: share * self.num_replicas][self.rank :: self.num_replicas][self.skip :].tolist()
         self.skip = 0
-        return iter(order)
+        return iter(mine)
 
     def __len__(self) -> int:
-        return self.num_examples
+        return self.num_examples // self.num_replicas
 
 
 class RandomWindowSampler(ResumableSampler):
@@ -51,11 +61,8 @@ class RandomWindowSampler(ResumableSampler):
         super().__init__(num_examples, seed)
         self.num_starts = max(1, num_tokens - length + 1)
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        starts = torch.randint(0, self.num_starts, (self.num_examples,), generator=generator)[self.skip :].tolist()
-        self.skip = 0
-        return iter(starts)
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, self.num_starts, (self.num_examples,), generator=generator)
 
 
 def train_loader(
@@ -65,6 +72,7 @@ def train_loader(
     sampler = sampler or ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
     trainer = datamodule.trainer
     if trainer is not None:
+        sampler.distribute(trainer.world_size, trainer.global_rank)
         sampler.set_epoch(trainer.current_epoch)
         # batches whose optimizer step was taken (a checkpoint written by an interrupt at the end of a batch has
         # it processed but not yet completed: counting completed ones trained that batch twice)

@@ -13,7 +13,6 @@ import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
@@ -26,11 +25,13 @@ from lightning_llm.data.shards import check_format
 from lightning_llm.data.streamed import check_streaming
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import build_suite
+from lightning_llm.extras import require
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, ModelConfig, family_of
 from lightning_llm.objectives import EXAMPLES
 from lightning_llm.recipe.schema import MODEL_SWITCHES
 from lightning_llm.tokenizers import check_tokenizer_type
+from lightning_llm.training.parallel_checks import check_model_parallel
 
 log = get_logger(__name__)
 
@@ -66,23 +67,10 @@ def check_config(cfg: DictConfig) -> None:
     check_engine(cfg.data.get("pipeline_engine", "local"))
     check_privacy(cfg)
     check_training_texts(cfg)
-    check_loggers(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")
-
-
-def check_loggers(cfg: DictConfig) -> None:
-    """Lightning's LearningRateMonitor fails a run without a logger once training starts: say so before."""
-    if any(isinstance(c, DictConfig) and "_target_" in c for c in (cfg.get("logger") or {}).values()):
-        return
-    for name, callback in (cfg.get("callbacks") or {}).items():
-        target = callback.get("_target_") if isinstance(callback, DictConfig) else None
-        if target and issubclass(hydra.utils.get_class(target), LearningRateMonitor):
-            raise ConfigError(
-                f"callbacks.{name} logs the learning rate and logger=none gives it no logger: drop it "
-                f"(~callbacks.{name}) or choose a logger (logger=csv)"
-            )
+    check_model_parallel(cfg)
 
 
 def check_training_texts(cfg: DictConfig) -> None:
@@ -237,8 +225,7 @@ def check_privacy(cfg: DictConfig) -> None:
         return
     settings = OmegaConf.to_container(privacy, resolve=True)
     hydra.utils.get_class(settings.pop("_target_"))(**settings)  # the settings' own one-line errors
-    if importlib.util.find_spec("opacus") is None:
-        raise ConfigError("privacy=dp needs Opacus: pip install opacus (or use privacy=none)")
+    require("opacus", "privacy=dp")
     finetune = _choice(cfg, "finetune")
     refusals = {
         f"finetune={finetune} (4-bit base weights)": finetune.lower() == "qlora",
@@ -341,7 +328,7 @@ def check_precision(cfg: DictConfig) -> None:
             f"precision={precision} needs NVIDIA Transformer Engine on a CUDA GPU: pip install transformer-engine, "
             "or use precision=bf16-mixed"
         )
-    if on_cpu(cfg) and precision.startswith("16"):
+    if on_cpu(cfg) and precision.startswith("16") and not cfg.get("estimate"):  # an estimate names its device
         raise ConfigError(
             f"precision={precision} needs a CUDA GPU and this run is on the CPU: use precision=bf16-mixed"
         )
@@ -369,7 +356,7 @@ def check_strategy(cfg: DictConfig) -> None:
     strategy = strategy_name(cfg)
     finetune = cfg.finetune._target_.rsplit(".", 1)[-1] if cfg.get("finetune") else ""
     if strategy.startswith("deepspeed"):
-        if not torch.cuda.is_available():
+        if not torch.cuda.is_available() and not cfg.get("estimate"):  # an estimate names its device
             raise ConfigError(
                 f"trainer.strategy={strategy} needs CUDA GPUs and this machine has none: use trainer=fsdp "
                 "(sharded, also on CPU) or trainer=ddp"

@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,6 +33,7 @@ from lightning_llm.checkpoints import (
     read_training_checkpoint,
 )
 from lightning_llm.conf import where_things_go
+from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.mixture import realized_mixture
 from lightning_llm.errors import ConfigError, EvalIncomplete, RunInterrupted, TrainingDiverged, user_error_in
 from lightning_llm.eval import build_suite, evaluate
@@ -85,7 +86,7 @@ class TrainingRecipe:
         self.folder: RunFolder | None = None  # rank 0: the run folder's lock, config part and log file
         self.pretrained: Pretrained | None = None
         self.objective: Objective | None = None
-        self.datamodule: Any = None
+        self.datamodule: LLMDataModule | None = None
         self.model: LanguageModel | None = None
         self.finetune: FinetuneMethod | None = None
         self.module: pl.LightningModule | None = None
@@ -233,14 +234,16 @@ class TrainingRecipe:
             base_checkpoint=self.base_checkpoint(),
             privacy=self.privacy,
         )
-        callbacks = instantiate_all(cfg.get("callbacks"))
+        callbacks, loggers = instantiate_all(cfg.get("callbacks")), instantiate_all(cfg.get("logger"))
         terminal = sys.stdout.isatty()
         if not terminal:  # a live bar writes control codes into log files: the text progress lines replace it
             callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+        if not loggers:  # logger=none: Lightning's learning-rate monitor refuses to run with nothing to log to
+            callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
         self.trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
-            logger=instantiate_all(cfg.get("logger")),
+            logger=loggers,
             **({} if terminal else {"enable_progress_bar": False}),
             # DP-SGD deals the rows out to processes itself (Poisson batches per rank)
             **({"use_distributed_sampler": False} if self.privacy is not None else {}),
