@@ -6,13 +6,15 @@ attribute layout; a new family subclasses `LanguageModel` and fills them in.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from lightning_llm.models.blocks import ModelConfig
-from lightning_llm.models.parallel import TensorParallelPlan
+
+if TYPE_CHECKING:  # torch.distributed.tensor takes a second and a half to import: only tensor parallel needs it
+    from lightning_llm.models.parallel import TensorParallelPlan
 
 Architecture = Literal["decoder", "encoder", "encoder-decoder"]
 

@@ -189,40 +189,63 @@ def head_columns() -> ParallelStyle:
     return ColwiseParallel(input_layouts=Replicate(), output_layouts=Shard(-1))
 
 
+def _row_split(sequence_parallel: bool) -> ShardedLinear:
+    """An output projection split by rows: its sums reduced whole, or scattered along the sequence (a DTensor
+    stream) under sequence parallel."""
+    return ShardedLinear("rows", output=Shard(1), local_output=False) if sequence_parallel else ShardedLinear("rows")
+
+
+def attention_plan(path: str, config: ModelConfig, sequence_parallel: bool, cross: bool = False) -> TensorParallelPlan:
+    """A shared `blocks.Attention` at `path`: heads split by columns (self-attention's fused [q | k | v] part by
+    part, cross-attention's q and fused [k | v]), the output projection by rows."""
+    q_dim, kv_dim = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+    columns = (
+        {f"{path}.q": ShardedLinear("columns"), f"{path}.kv": ShardedLinear("columns", parts=(kv_dim, kv_dim))}
+        if cross
+        else {f"{path}.qkv": ShardedLinear("columns", parts=(q_dim, kv_dim, kv_dim))}
+    )
+    return {**columns, f"{path}.proj": _row_split(sequence_parallel)}
+
+
+def mlp_plan(path: str, config: ModelConfig, sequence_parallel: bool) -> TensorParallelPlan:
+    """A shared `blocks.MLP` at `path`: hidden units split (up, and gate part by part), down by rows."""
+    parts = (mlp_width(config),) * 2 if config.gated else None
+    return {f"{path}.fc": ShardedLinear("columns", parts=parts), f"{path}.proj": _row_split(sequence_parallel)}
+
+
 def block_plan(path: str, block: nn.Module, config: ModelConfig, sequence_parallel: bool) -> TensorParallelPlan:
-    """The plan of one shared `blocks.Block` at `path`: attention (and cross-attention) heads and the MLP's hidden
-    units split; with sequence parallel, its norms on sequence shards and the projections' sums scattered."""
-    kv_dim = config.n_kv_head * config.head_dim
-    rows = ShardedLinear("rows", output=Shard(1), local_output=False) if sequence_parallel else ShardedLinear("rows")
-    plan: TensorParallelPlan = {
-        f"{path}.attn.qkv": ShardedLinear("columns", parts=(config.n_head * config.head_dim, kv_dim, kv_dim)),
-        f"{path}.attn.proj": rows,
-        f"{path}.mlp.fc": ShardedLinear("columns", parts=(mlp_width(config),) * (2 if config.gated else 1)),
-        f"{path}.mlp.proj": rows,
+    """A shared `blocks.Block` at `path`: its attention (and cross-attention) and MLP split; under sequence
+    parallel its norms on sequence shards."""
+    plan = {
+        **attention_plan(f"{path}.attn", config, sequence_parallel),
+        **mlp_plan(f"{path}.mlp", config, sequence_parallel),
     }
     norms = ["norm_attn", "norm_mlp"]
     if getattr(block, "cross_attn", None) is not None:
-        plan[f"{path}.cross_attn.q"] = ShardedLinear("columns")
-        plan[f"{path}.cross_attn.kv"] = ShardedLinear("columns", parts=(kv_dim, kv_dim))
-        plan[f"{path}.cross_attn.proj"] = rows
+        plan.update(attention_plan(f"{path}.cross_attn", config, sequence_parallel, cross=True))
         norms.append("norm_cross")
     if sequence_parallel:
         plan.update({f"{path}.{norm}": SequenceParallel() for norm in norms})
     return plan
 
 
+def stack_boundaries(path: str, n_blocks: int) -> TensorParallelPlan:
+    """Sequence parallel at a stack of `n_blocks` blocks at `path`: its first block splits the stream entering it
+    along the sequence, its last gathers it whole again."""
+    last = n_blocks - 1
+    plan: TensorParallelPlan = {f"{path}.0": StackBoundary(split_input=True, gather_output=last == 0)}
+    if last:
+        plan[f"{path}.{last}"] = StackBoundary(split_input=False, gather_output=True)
+    return plan
+
+
 def stack_plan(path: str, stack: nn.ModuleList, config: ModelConfig, sequence_parallel: bool) -> TensorParallelPlan:
-    """The plan of a stack of shared blocks at `path` (e.g. "blocks"): each block's, and under sequence parallel
-    the split of the stream entering the first block and its gathering after the last."""
+    """A stack of shared blocks at `path` (e.g. "blocks"): each block's plan, and under sequence parallel its
+    boundaries."""
     plan: TensorParallelPlan = {}
     for i, block in enumerate(stack):
         plan.update(block_plan(f"{path}.{i}", block, config, sequence_parallel))
-    if sequence_parallel:
-        last = len(stack) - 1
-        plan[f"{path}.0"] = StackBoundary(split_input=True, gather_output=last == 0)
-        if last:
-            plan[f"{path}.{last}"] = StackBoundary(split_input=False, gather_output=True)
-    return plan
+    return {**plan, **(stack_boundaries(path, len(stack)) if sequence_parallel else {})}
 
 
 def tensor_parallel_problem(config: ModelConfig, size: int) -> str | None:
@@ -271,6 +294,7 @@ def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel:
     if problem:
         raise ConfigError(problem)
     tied = _tied_groups(model)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
     for path, style in plan.items():
         parallelize_module(find_module(model, path), mesh, style)
     if sequence_parallel:  # weights the plan does not split, inside the blocks (adapters), see sequence shards
@@ -281,6 +305,8 @@ def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel:
     for (first, first_name), *others in tied:
         for module, name in others:
             setattr(module, name, getattr(first, first_name))
+    for name, param in model.named_parameters():  # SequenceParallel's replicas train unless told otherwise
+        param.requires_grad_(name not in frozen)
     return {
         f"{name}.{param}": layout
         for name, module in model.named_modules()

@@ -10,13 +10,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.distributed.device_mesh import DeviceMesh
 
 from lightning_llm.errors import TrainingDiverged
 from lightning_llm.finetune import FinetuneMethod, NoFinetuning
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
+from lightning_llm.models.parallel import PackedRows, apply_tensor_parallel
 from lightning_llm.objectives import Objective
 from lightning_llm.training.optim import parameter_groups
+from lightning_llm.training.parallel import ModelParallel, clip_gradients, data_parallel_size, gradient_norm
+from lightning_llm.training.pipeline import Pipeline
 
 log = get_logger(__name__)
 #: A validation loss this many times ln(vocabulary size) (a uniform guess) means the weights diverged.
@@ -73,17 +77,41 @@ class LanguageModelModule(pl.LightningModule):
         self.source_tokens: torch.Tensor | None = None  # tokens this rank read per source of a data mixture
         # DP-SGD (privacy=dp, lightning_llm.privacy): wraps the optimizer, counts the epsilon spent
         self.privacy = privacy
+        self.pipeline: Pipeline | None = None  # this rank's pipeline stage and its schedule (trainer=pp)
+        self.packed_rows: PackedRows = {}  # tensor-parallel weights stored rank by rank (checkpoints reorder them)
+        self._parallelized = False
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
     def configure_model(self) -> None:
-        """Under ModelParallelStrategy (trainer=fsdp): shard each transformer block, then the rest (FSDP2)."""
-        if self.device_mesh is None or getattr(self, "_sharded", False):
+        """Under ModelParallelStrategy (trainer=fsdp) and our ModelParallel (trainer=tp, fsdp_tp, pp): the model's
+        pipeline stage, then tensor parallel inside it, then FSDP2 over the data-parallel ranks (each
+        transformer block, then the rest)."""
+        if self.device_mesh is None or self._parallelized:
             return
+        self._parallelized = True
+        strategy, mesh = self.trainer.strategy, self.device_mesh
+        if isinstance(strategy, ModelParallel):
+            if strategy.pipeline_parallel_size > 1:
+                self.pipeline = Pipeline(
+                    self.model,
+                    mesh["pipeline_parallel"],
+                    strategy.microbatches,
+                    strategy.pipeline_schedule,
+                    strategy.root_device,
+                )
+            if mesh["tensor_parallel"].size() > 1:
+                rows = apply_tensor_parallel(self.model, mesh["tensor_parallel"], strategy.sequence_parallel)
+                self.packed_rows = {f"model.{name}": layout for name, layout in rows.items()}
+            if mesh["data_parallel"].size() == 1:
+                return
+        self._fully_shard(mesh["data_parallel"])
+
+    def _fully_shard(self, mesh: DeviceMesh) -> None:
+        """FSDP2 over the data-parallel ranks: each transformer block, then the rest."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mesh = self.device_mesh["data_parallel"]
         policy = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
             if str(self.trainer.precision) == "bf16-mixed"
@@ -93,7 +121,6 @@ class LanguageModelModule(pl.LightningModule):
             for block in stack:
                 fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(self.model, mesh=mesh, mp_policy=policy)
-        self._sharded = True
 
     def on_train_start(self) -> None:
         self.tokens_at_fit_start = self.tokens_seen  # restored from the checkpoint by now on a resume
@@ -141,22 +168,52 @@ class LanguageModelModule(pl.LightningModule):
             # under DDP every process must run backward (the others wait in its all-reduce): a zero loss that
             # reaches every trainable weight, with no per-row gradient, so this process adds no rows
             return sum((p.sum() * 0 for p in self.model.parameters() if p.requires_grad), torch.zeros(()))
-        out = self.objective.forward(self.model, batch)
-        if not torch.isfinite(out.loss):
-            raise self.diverged(f"train/loss is {out.loss.item()}")
-        self.tokens_seen += out.num_tokens * self.trainer.world_size
+        if self.pipeline is not None and self.pipeline.split:  # the schedule runs forward and backward
+            self.model.zero_grad()
+            loss, num_tokens = self.pipeline.run(batch, train=True), batch["input_ids"].numel()
+        else:
+            out = self.objective.forward(self.model, batch)
+            loss, num_tokens = out.loss, out.num_tokens
+            self._log_scalars("train", out.scalars, batch["input_ids"].size(0))
+        if not torch.isfinite(loss):
+            raise self.diverged(f"train/loss is {loss.item()}")
+        self.tokens_seen += num_tokens * data_parallel_size(self.trainer)
+        rows = batch["input_ids"].size(0)
         if self._logs_this_step():
-            self.log("train/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0))
-            self.log("train/tokens", float(self.tokens_seen), batch_size=out.labels.size(0))
+            self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+            self.log("train/tokens", float(self.tokens_seen), batch_size=rows)
         if "source_ids" in batch:
             self._record_sources(batch["source_ids"], batch["input_ids"].size(1))
-        return out.loss
+        return loss
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward of the step's loss; under pipeline parallel the schedule ran it already, microbatch by
+        microbatch, so there is nothing left to do."""
+        if self.pipeline is None or not self.pipeline.split:
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Lightning clears the gradients between `training_step` and `backward`; under pipeline parallel the
+        step's backward ran inside `training_step`, which cleared them itself beforehand."""
+        if self.pipeline is None or not self.pipeline.split:
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
+    def on_train_epoch_end(self) -> None:
+        if self.pipeline is not None and self.pipeline.split and self.trainer.fit_loop.done:
+            self.pipeline.join(self.model, self.trainer.optimizers)  # evaluation and samples need all the stages
 
     def _logs_this_step(self) -> bool:
         """Whether the loggers write this optimizer step (every trainer.log_every_n_steps, and the last step):
         per-step values are logged only then, since each `self.log` costs about half a millisecond."""
         every, step = self.trainer.log_every_n_steps, self.global_step + 1
         return every <= 1 or step % every == 0 or step == self.trainer.max_steps
+
+    def _log_scalars(self, split: str, scalars: dict[str, torch.Tensor], rows: int) -> None:
+        """An objective's further scalars (`ObjectiveOutput.scalars`) as `<split>/<name>`; training's on the steps
+        the loggers write."""
+        if split == "val" or self._logs_this_step():
+            for name, value in scalars.items():
+                self.log(f"{split}/{name}", value, batch_size=rows, sync_dist=split == "val")
 
     def _record_sources(self, source_ids: torch.Tensor, row_tokens: int) -> None:
         """Count a mixture's tokens per source and log each source's share so far (`train/mix/<source>`)."""
@@ -183,19 +240,26 @@ class LanguageModelModule(pl.LightningModule):
         if gradient_clip_algorithm not in (None, "norm"):  # clipping by value: Lightning's own, then the norm
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             gradient_clip_val = None
-        norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val or float("inf"), foreach=True)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
+        pipeline = self.device_mesh["pipeline_parallel"] if self.pipeline is not None else None
+        norm = gradient_norm(params, pipeline)  # of the whole model: over every tensor-parallel shard and stage
+        if gradient_clip_val:
+            clip_gradients(params, gradient_clip_val, norm)
         if not torch.isfinite(norm):
             raise self.diverged(f"the gradient norm is {norm.item()}")
         if self._logs_this_step():
             self.log("train/grad_norm", norm, batch_size=1)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.pipeline is not None and self.pipeline.split:  # the stages' token loss (the objective's metrics
+            # read a whole model's outputs: they come once the stages are joined)
+            loss = self.pipeline.run(batch, train=False)
+            self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0), sync_dist=True)
+            return
         out = self.objective.forward(self.model, batch)
         self.val_metrics.update(out.logits.float(), out.labels)
         self.log("val/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0), sync_dist=True)
         self.log_dict(self.val_metrics, batch_size=out.labels.size(0))
+        self._log_scalars("val", out.scalars, out.labels.size(0))
         if "source_ids" in batch:  # a mixture's batches each hold one source
             name = self.trainer.datamodule.source_names[int(batch["source_ids"][0])]
             self.log(f"val/{name}/loss", out.loss, batch_size=out.labels.size(0), sync_dist=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor.parallel import SequenceParallel
 
 from lightning_llm.models import LanguageModel, ModelConfig
 from lightning_llm.models.blocks import (
@@ -20,6 +21,14 @@ from lightning_llm.models.blocks import (
     run_block,
 )
 from lightning_llm.models.generation import generate_tokens
+from lightning_llm.models.parallel import (
+    TensorParallelPlan,
+    attention_plan,
+    mlp_plan,
+    stack_boundaries,
+    vocabulary_columns,
+    vocabulary_rows,
+)
 
 
 class ParallelBlock(nn.Module):
@@ -53,6 +62,18 @@ class ParallelDecoder(LanguageModel):
 
     def layer_stacks(self) -> list[nn.ModuleList]:
         return [self.layers]
+
+    def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
+        """What a family adds for trainer=tp: how its modules split, from the shared blocks' plans (attention
+        heads and MLP units split, the norm on sequence shards) and the vocabulary-split embedding and head. It
+        has no `pipeline_stages`, so trainer=pp refuses it in one line."""
+        plan = {"wte": vocabulary_rows(), "lm_head": vocabulary_columns()}
+        for i in range(len(self.layers)):
+            plan.update(attention_plan(f"layers.{i}.attn", self.config, sequence_parallel))
+            plan.update(mlp_plan(f"layers.{i}.mlp", self.config, sequence_parallel))
+            if sequence_parallel:
+                plan[f"layers.{i}.norm"] = SequenceParallel()
+        return {**plan, **(stack_boundaries("layers", len(self.layers)) if sequence_parallel else {})}
 
     def classification_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return hidden[torch.arange(hidden.size(0)), attention_mask.sum(dim=1) - 1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,8 +20,10 @@ from lightning_llm.models.blocks import (
     prepend_prefix,
     run_block,
 )
-from lightning_llm.models.parallel import TensorParallelPlan, stack_plan, vocabulary_columns, vocabulary_rows
 from lightning_llm.models.pipeline import cut_stages
+
+if TYPE_CHECKING:
+    from lightning_llm.models.parallel import TensorParallelPlan
 
 
 class BERT(LanguageModel):
@@ -57,6 +59,8 @@ class BERT(LanguageModel):
     def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
         """Embedding and (tied) MLM decoder by vocabulary, every block's heads and MLP split; the position and
         segment tables, the MLM transform and the pooler are small and stay whole on every rank."""
+        from lightning_llm.models.parallel import stack_plan, vocabulary_columns, vocabulary_rows
+
         blocks = stack_plan("blocks", self.blocks, self.config, sequence_parallel)
         return {"wte": vocabulary_rows(), **blocks, "lm_head": vocabulary_columns()}
 

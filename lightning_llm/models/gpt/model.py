@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,8 +22,10 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.models.cache import KVCache
 from lightning_llm.models.generation import decode, left_pad_positions
-from lightning_llm.models.parallel import TensorParallelPlan, stack_plan, vocabulary_columns, vocabulary_rows
 from lightning_llm.models.pipeline import cut_stages
+
+if TYPE_CHECKING:
+    from lightning_llm.models.parallel import TensorParallelPlan
 
 
 class GPT(LanguageModel):
@@ -56,6 +58,8 @@ class GPT(LanguageModel):
 
     def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
         """Embedding and LM head by vocabulary (tied or not), every block's heads and MLP split."""
+        from lightning_llm.models.parallel import stack_plan, vocabulary_columns, vocabulary_rows
+
         blocks = stack_plan("blocks", self.blocks, self.config, sequence_parallel)
         return {"wte": vocabulary_rows(), **blocks, "lm_head": vocabulary_columns()}
 

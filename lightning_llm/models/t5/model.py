@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +22,9 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.models.cache import KVCache
 from lightning_llm.models.generation import decode
-from lightning_llm.models.parallel import (
-    TensorParallelPlan,
-    head_columns,
-    stack_plan,
-    vocabulary_columns,
-    vocabulary_rows,
-)
+
+if TYPE_CHECKING:
+    from lightning_llm.models.parallel import TensorParallelPlan
 
 
 class T5(LanguageModel):
@@ -62,6 +58,8 @@ class T5(LanguageModel):
     def tensor_parallel_plan(self, sequence_parallel: bool) -> TensorParallelPlan:
         """Embedding and LM head by vocabulary; both stacks' heads (cross-attention too) and MLPs split; each
         relative position bias keeps its ranks' heads' columns."""
+        from lightning_llm.models.parallel import head_columns, stack_plan, vocabulary_columns, vocabulary_rows
+
         return {
             "wte": vocabulary_rows(),
             "encoder_bias.embedding": head_columns(),
