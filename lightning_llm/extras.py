@@ -20,6 +20,8 @@ OPTIONAL = {
     "ray": ("Ray Data", "ray"),
     "lm_eval": ("lm-evaluation-harness", "harness"),
     "bitsandbytes": ("bitsandbytes", "quant"),
+    "fastapi": ("FastAPI", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
 }
 #: what to run after the extra where pip cannot install the package with it: LitData declares torchvision, which
 #: would replace the pinned torch, so its extra holds its other needs and LitData itself comes without them

@@ -29,6 +29,7 @@ VERBS = {
     "export": ("lightning_llm.cli.export", "write a checkpoint of ours as a Hugging Face model folder"),
     "merge": ("lightning_llm.cli.merge", "fold a LoRA/adapter/prompt checkpoint into its base"),
     "report": ("lightning_llm.cli.report", "rebuild a run's or sweep's report.md/report.html, or compare runs"),
+    "serve": ("lightning_llm.cli.serve", "an OpenAI-compatible server (batched, streaming) and a chat page"),
 }
 #: verbs whose words are Hydra's command line of conf/train.yaml, with what each puts first
 HYDRA_VERBS = {"train": [], "eval": ["train=false"]}
