@@ -98,6 +98,11 @@ def quiet_known_noise() -> None:
             logger.addFilter(DropNoise())
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    import tqdm
+
+    # tqdm's monitor thread wakes every 10 s and takes tqdm's lock: no thread of ours may hold a lock while
+    # DataLoader workers or DDP processes fork (a hang after training came from such a thread)
+    tqdm.tqdm.monitor_interval = 0
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, DropNoise) for f in handler.filters):
             handler.addFilter(DropNoise())

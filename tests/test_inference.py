@@ -220,7 +220,7 @@ def test_export_keeps_the_chat_template(tmp_path):
 
 def test_help_lists_the_keys(tmp_path):
     result = tool("generate", "--help", cwd=tmp_path)
-    assert result.returncode == 0 and "prompts_file: null" in result.stdout and "repetition_penalty" in result.stdout
+    assert result.returncode == 0 and "--prompts-file FILE" in result.stdout and "repetition_penalty" in result.stdout
 
 
 def test_a_missing_quantization_backend_is_one_line(monkeypatch):

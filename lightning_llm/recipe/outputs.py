@@ -27,7 +27,7 @@ from lightning_llm.recipe.results import write_bytes_atomic, write_json_atomic
 #: a failed start, removes.
 RUN_OUTPUTS = ("results.json", "provenance.json", "checkpoints", "csv", ".hydra", "train.log", "report.md",
                "report.html", "samples.txt")  # fmt: skip
-#: A run's record: put back as it was when a resume attempt fails before it writes a checkpoint.
+#: A run's record: put back as it was when a resume attempt fails before its checkpoint is restored.
 RECORD = ("results.json", "provenance.json", "report.md", "report.html", "samples.txt", "csv/metrics.csv")
 #: One run at a time in a folder: the lock a run holds (an OS lock, released when its process ends however it ends)
 LOCK_FILE = ".run.lock"
@@ -123,30 +123,22 @@ def log_to_file(folder: Path) -> logging.Handler:
     return handler
 
 
-def _checkpoint_state(folder: Path) -> tuple[int, int] | None:
-    path = folder / "checkpoints" / "last.ckpt"
-    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
-
-
 @dataclass
 class RunRecord:
-    """A resumed run's record as it was before this part: a resume that fails before it writes a checkpoint puts
-    it back byte for byte and removes the config part it added, so the record still describes the run's
-    checkpoints (its lines stay in train.log)."""
+    """A resumed run's record as it was before this part: a resume that fails before its checkpoint is restored
+    (a checkpoint that does not fit the config, say) puts it back byte for byte and removes the config part it
+    added, so the record still describes the run (its lines stay in train.log). A resume that restored and then
+    failed or diverged is a part of the run: its record stands."""
 
     folder: Path
     saved: dict[str, bytes]
-    checkpoint: tuple[int, int] | None
 
     @classmethod
     def of(cls, folder: Path) -> RunRecord:
-        saved = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
-        return cls(folder, saved, _checkpoint_state(folder))
+        return cls(folder, {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()})
 
-    def restore_unless_checkpointed(self, part: Path) -> None:
-        """Put the record back unless a checkpoint was written since; `part` is this attempt's config folder."""
-        if _checkpoint_state(self.folder) != self.checkpoint:
-            return
+    def restore(self, part: Path) -> None:
+        """Put the record back; `part` is this attempt's config folder."""
         for name in RECORD:
             if name not in self.saved:
                 (self.folder / name).unlink(missing_ok=True)

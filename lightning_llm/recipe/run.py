@@ -66,6 +66,7 @@ from lightning_llm.tokenizers import HFTokenizer, Tokenizer
 from lightning_llm.training import watchdog
 from lightning_llm.training.callbacks import SampleGeneration
 from lightning_llm.training.compute import ComputeMonitor
+from lightning_llm.training.post_training import prepare_objective
 from lightning_llm.training.stability import LossSpikeMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -255,6 +256,12 @@ class TrainingRecipe:
                 logger.resume_from(self.resume_step)  # keep the curve before the checkpoint, drop what follows
             logger.log_hyperparams(resolved_config(cfg))
 
+    def setup_objective(self) -> None:
+        """What the objective runs beside the model: a preference objective's reference (or its log-probabilities,
+        computed now on the training device)."""
+        device = self.trainer.strategy.root_device
+        self.results.model.update(prepare_objective(self.objective, self.model, self.finetune, self.datamodule, device))
+
     def fit(self) -> None:
         """Validate the untrained model (the curve's first point), train, and time it."""
         cfg, trainer, module = self.cfg, self.trainer, self.module
@@ -351,6 +358,7 @@ class TrainingRecipe:
             self.setup_finetune,
             self.setup_privacy,
             self.setup_trainer,
+            self.setup_objective,
             self.fit,
             self.evaluate,
             self.report,
@@ -396,8 +404,8 @@ class TrainingRecipe:
             if self.folder is not None:  # rank 0: the run's report, however it ended
                 try:
                     report_on_exit(self.output_dir, sys.exc_info()[1])
-                    if resumed_record is not None and sys.exc_info()[1] is not None:
-                        resumed_record.restore_unless_checkpointed(self.folder.config_dir)
+                    if resumed_record is not None and sys.exc_info()[1] is not None and not self.restored():
+                        resumed_record.restore(self.folder.config_dir)
                 finally:
                     self.folder.release()
         failed = self.incomplete_eval() if process_rank() == 0 else []  # rank 0 reports (a sharded eval runs on all)
@@ -408,6 +416,10 @@ class TrainingRecipe:
                 "rest are in results.json (status partial); eval.on_error=skip accepts that"
             )
         return self.results
+
+    def restored(self) -> bool:
+        """Whether fit restored the checkpoint this run resumes from."""
+        return self.trainer is not None and self.trainer.global_step >= (self.resume_step or 0) > 0
 
     def ended_by(self, err: BaseException) -> BaseException:
         """Record how the run ended in results.json (rank 0) and return the error to raise."""
