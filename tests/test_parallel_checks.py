@@ -83,3 +83,19 @@ def test_a_family_without_a_plan_is_refused(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setattr(ParallelDecoder, "tensor_parallel_plan", LanguageModel.tensor_parallel_plan)
     with pytest.raises(ConfigError, match="model family 'toy' has no tensor-parallel plan"):
         check_model_parallel(compose_config([*toy, "trainer=tp"], tmp_path, cache_dir))
+
+
+def test_estimate_gives_memory_and_communication_per_device(make_cfg):
+    """Tensor parallel halves the split weights (norms and position tables stay whole) and sends the residual
+    stream; a 2-stage pipeline of 4 microbatches idles 1/5 of each step and holds a stage's weights."""
+    llama = ["model=llama-nano", "model.n_layer=4", "model.n_head=4", "model.n_kv_head=2", "estimate=true"]
+    one = train(make_cfg(*llama))["estimate"]
+    split = train(make_cfg(*llama, "trainer=tp"))["estimate"]
+    piped = train(make_cfg(*llama, "trainer=pp", "trainer.microbatches=4"))["estimate"]
+    assert 0.5 < split["memory_bytes"]["weights"] / one["memory_bytes"]["weights"] < 0.52
+    assert split["parallel"]["communication_bytes"]["tensor_parallel"] > 0
+    assert split["tokens_per_step"] == one["tokens_per_step"], "one replica reads one batch"
+    assert piped["parallel"]["bubble_fraction"] == pytest.approx(1 / 5)
+    assert piped["parallel"]["microbatch_rows"] == 2 and piped["parallel"]["microbatches_in_flight"] == 2
+    assert piped["memory_bytes"]["weights"] < 0.6 * one["memory_bytes"]["weights"]
+    assert piped["parallel"]["communication_bytes"]["pipeline_parallel"] == 2 * 8 * 32 * 64 * 4

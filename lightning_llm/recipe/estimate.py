@@ -26,6 +26,8 @@ from lightning_llm.recipe.results import RunResults
 from lightning_llm.recipe.run import TrainingRecipe
 from lightning_llm.tokenizers import HFTokenizer
 from lightning_llm.training.estimate import Hardware, estimate_on, format_estimate, gpu_hardware, local_hardware
+from lightning_llm.training.parallel_checks import TRAINER_TARGET
+from lightning_llm.training.parallel_estimate import ParallelLayout
 from lightning_llm.training.peaks import GPUS, find_gpu
 
 CHAR_VOCABULARY = 256  # a character tokenizer's size is the corpus' alphabet: about this for text
@@ -103,6 +105,7 @@ class EstimateRecipe(TrainingRecipe):
             int(trainer.get("accumulate_grad_batches") or 1),
             trainer.get("max_steps"),
             OmegaConf.select(cfg, "callbacks.compute.price_per_device_hour"),
+            layout=parallel_layout(cfg, hardware.devices),
         )
         estimate["vocabulary"] = f"{vocab:,} from {source}"
         estimate["notes"] = [*notes, *filter(None, [self.published_size(vocab)])]
@@ -122,6 +125,24 @@ def device_count(devices: Any, on_gpu: bool) -> int:
     if text.isdigit() and int(text) > 0:
         return int(text)
     return max(1, torch.cuda.device_count()) if on_gpu else 1
+
+
+def parallel_layout(cfg: DictConfig, devices: int) -> ParallelLayout | None:
+    """How trainer=tp, fsdp_tp or pp split `devices` processes (None for other trainers)."""
+    trainer = cfg.trainer
+    if trainer.get("_target_") != TRAINER_TARGET:
+        return None
+    tensor, pipeline = int(trainer.get("tensor_parallel_size", 1)), int(trainer.get("pipeline_parallel_size", 1))
+    data = max(1, devices // (tensor * pipeline))
+    return ParallelLayout(
+        tensor=tensor,
+        pipeline=pipeline,
+        data=data,
+        sequence_parallel=bool(trainer.get("sequence_parallel", True)),
+        microbatches=int(trainer.get("microbatches", 1)),
+        schedule=str(trainer.get("pipeline_schedule", "1f1b")),
+        fsdp=data > 1,
+    )
 
 
 def is_sharded(trainer: DictConfig, strategy: str) -> bool:

@@ -33,6 +33,14 @@ from torch import nn
 
 from lightning_llm.finetune import FinetuneMethod, count_parameters
 from lightning_llm.models import LanguageModel
+from lightning_llm.training.parallel_estimate import (
+    ParallelLayout,
+    device_blocks,
+    in_flight,
+    microbatch_rows,
+    summary,
+    weight_shares,
+)
 from lightning_llm.training.peaks import GPU, device_name, device_peak_flops, gpu_peak_flops, precision_dtype
 
 #: Model FLOPs utilisation assumed when no measured throughput is given: typical of a tuned dense run (PaLM
@@ -47,23 +55,38 @@ def _is_quantized(param: torch.Tensor) -> bool:
     return getattr(param, "quant_state", None) is not None or param.dtype in (torch.uint8, torch.int8)
 
 
-def weight_memory(model: nn.Module, precision: str) -> dict[str, int]:
-    """Bytes of weights (and buffers), of their gradients, of AdamW's states and of autocast's weight copies."""
+def weight_memory(model: nn.Module, precision: str, shares: dict[int, float] | None = None) -> dict[str, int]:
+    """Bytes of weights (and buffers), of their gradients, of AdamW's states and of autocast's weight copies;
+    with `shares`, of the share of each parameter (by id) one device holds (`parallel_estimate.weight_shares`)."""
     w = 2 if str(precision) in ("bf16-true", "16-true") else 4
     mixed = str(precision).endswith("-mixed")
     linear = {id(p) for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
     weights = gradients = copies = 0
     for param in model.parameters():  # tied weights (the LM head and the embedding) once
-        quantized = _is_quantized(param)
-        weights += param.numel() * (param.element_size() if quantized else w)
-        gradients += param.numel() * w if param.requires_grad else 0
-        copies += param.numel() * 2 if mixed and id(param) in linear and not quantized else 0
+        quantized, share = _is_quantized(param), 1.0 if shares is None else shares.get(id(param), 0.0)
+        weights += param.numel() * share * (param.element_size() if quantized else w)
+        gradients += param.numel() * share * w if param.requires_grad else 0
+        copies += param.numel() * share * 2 if mixed and id(param) in linear and not quantized else 0
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
-    return {"weights": weights, "autocast_copies": copies, "gradients": gradients, "optimizer": 2 * gradients}
+    return {
+        "weights": int(weights),
+        "autocast_copies": int(copies),
+        "gradients": int(gradients),
+        "optimizer": int(2 * gradients),
+    }
 
 
-def activation_memory(model: LanguageModel, batch_size: int, seq_len: int, precision: str) -> dict[str, int]:
-    """Bytes of activations kept for backward, per device (see the module's docstring for the formula)."""
+def activation_memory(
+    model: LanguageModel,
+    batch_size: int,
+    seq_len: int,
+    precision: str,
+    tensor: int = 1,
+    sequence_parallel: bool = False,
+    blocks: list[nn.Module] | None = None,
+) -> dict[str, int]:
+    """Bytes of activations kept for backward, per device (see the module's docstring for the formula); split
+    over `tensor` ranks (`parallel_estimate`), for the `blocks` one device runs (default all)."""
     c = model.config
     b, s, h, a, d, k = batch_size, seq_len, c.n_embd, c.n_head, c.head_dim, c.n_kv_head
     f = c.mlp_hidden or (64 * math.ceil(8 * h / 3 / 64) if c.gated else 4 * h)
@@ -73,15 +96,15 @@ def activation_memory(model: LanguageModel, batch_size: int, seq_len: int, preci
     masks = 2 * s * b * h if c.dropout > 0 else 0  # one byte per element of the two residual dropouts
     checkpointing = bool(model.activation_checkpointing)
     kept = largest = 0
-    for stack in model.layer_stacks():
-        for block in stack:
-            attentions = 2 if getattr(block, "cross_attn", None) is not None else 1
-            norms = (attentions + 1) * s * b * h
-            attention = attentions * (s * b * h + 3 * s * b * a * d + 2 * s * b * k * d)
-            ffn = s * b * h + (4 if c.gated else 2) * s * b * f
-            layer = norms * residual + (attention + ffn) * other + masks + attentions * 4 * s * b * a
-            largest = max(largest, layer)
-            kept += s * b * h * residual if checkpointing else layer
+    stream = 1 / tensor if sequence_parallel else 1.0  # the residual stream's share (sequence shards)
+    for block in blocks if blocks is not None else [block for stack in model.layer_stacks() for block in stack]:
+        attentions = 2 if getattr(block, "cross_attn", None) is not None else 1
+        norms = (attentions + 1) * s * b * h * stream
+        attention = attentions * (s * b * h * stream + (3 * s * b * a * d + 2 * s * b * k * d) / tensor)
+        ffn = s * b * h * stream + (4 if c.gated else 2) * s * b * f / tensor
+        layer = norms * residual + (attention + ffn) * other + masks * stream + attentions * 4 * s * b * a / tensor
+        largest = max(largest, int(layer))
+        kept += int(s * b * h * stream * residual if checkpointing else layer)
     head = len(model.layer_stacks()) * s * b * h * residual + s * b * h * other  # final norms, the LM head's input
     loss = 3 * s * b * c.vocab_size * 4
     recompute = largest if checkpointing else 0  # one layer's activations again, after the loss's are freed
@@ -105,17 +128,25 @@ def estimate(
     mfu: float = ASSUMED_MFU,
     tokens_per_s: float | None = None,
     device_memory_bytes: int | None = None,
+    layout: ParallelLayout | None = None,
 ) -> dict[str, Any]:
     """What one training step costs `model` (as it will train: fine-tuning applied) in FLOPs, memory per device
-    and time, and for `max_steps` steps in hours and money. `batch_size` is per device; `tokens_per_step`
-    defaults to batch_size x seq_len x devices. Time uses the measured `tokens_per_s` (all devices) when given,
-    else devices x `peak_flops` x `mfu`."""
+    and time, and for `max_steps` steps in hours and money. `batch_size` is per data-parallel replica;
+    `tokens_per_step` defaults to batch_size x seq_len x devices. Time uses the measured `tokens_per_s` (all
+    devices) when given, else devices x `peak_flops` x `mfu`. `layout`: tensor, pipeline and data parallel
+    (`parallel_estimate`), which replaces `strategy_shards`."""
     name = finetune_method if isinstance(finetune_method, str) or finetune_method is None else finetune_method.name
     tokens_per_step = tokens_per_step or batch_size * seq_len * devices
     flops_per_token = int(model.flops_per_token(seq_len))
     shards = max(1, strategy_shards)
-    memory = {key: -(-value // shards) for key, value in weight_memory(model, precision).items()}
-    memory["activations"] = activation_memory(model, batch_size, seq_len, precision)["peak"]
+    if layout is None:
+        memory = {key: -(-value // shards) for key, value in weight_memory(model, precision).items()}
+        memory["activations"] = activation_memory(model, batch_size, seq_len, precision)["peak"]
+    else:
+        memory = weight_memory(model, precision, weight_shares(model, layout))
+        rows, blocks = microbatch_rows(batch_size, layout), device_blocks(model, layout)
+        kept = activation_memory(model, rows, seq_len, precision, layout.tensor, layout.sequence_parallel, blocks)
+        memory["activations"] = kept["layers"] * in_flight(layout) + kept["head"] + max(kept["loss"], kept["recompute"])
     memory["total"] = sum(memory.values())
     if tokens_per_s is not None:
         throughput, source = tokens_per_s, "measured tokens/s"
@@ -140,6 +171,8 @@ def estimate(
         "tokens_per_s": throughput,
         "throughput_source": source,
     }
+    if layout is not None:
+        out["parallel"] = summary(model, layout, batch_size, seq_len, precision)
     if throughput:
         out["step_seconds"] = tokens_per_step / throughput
         if max_steps:
@@ -219,8 +252,11 @@ def estimate_on(
     max_steps: int | None = None,
     price_per_device_hour: float | None = None,
     tokens_per_s: float | None = None,
+    layout: ParallelLayout | None = None,
 ) -> dict[str, Any]:
-    """`estimate` on `hardware`: its devices, shards, peak and memory, with the device named in the result."""
+    """`estimate` on `hardware`: its devices, shards, peak and memory, with the device named in the result; a
+    model-parallel `layout` counts each data-parallel replica's batch once."""
+    replicas = layout.data if layout is not None else hardware.devices
     out = estimate(
         model,
         finetune_method,
@@ -230,11 +266,12 @@ def estimate_on(
         strategy_shards=hardware.shards,
         devices=hardware.devices,
         peak_flops=hardware.peak_flops,
-        tokens_per_step=batch_size * seq_len * hardware.devices * accumulate_grad_batches,
+        tokens_per_step=batch_size * seq_len * replicas * accumulate_grad_batches,
         max_steps=max_steps if max_steps and max_steps > 0 else None,
         price_per_device_hour=price_per_device_hour,
         tokens_per_s=tokens_per_s,
         device_memory_bytes=hardware.memory_bytes,
+        layout=layout,
     )
     return {"device": hardware.device, "peak_source": hardware.peak_source, **out}
 
@@ -285,6 +322,16 @@ def format_estimate(d: dict[str, Any]) -> str:
     for key in ("weights", "autocast_copies", "gradients", "optimizer", "activations", "total"):
         if m.get(key):
             rows.append((f"memory per device: {key.replace('_', ' ')}", _size(m[key])))
+    parallel = d.get("parallel")
+    if parallel:
+        rows.append(("layout", parallel["layout"]))
+        if parallel["pipeline"] > 1:
+            in_flight = f"{parallel['microbatches_in_flight']} in flight"
+            rows.append(("microbatch", f"{parallel['microbatch_rows']} rows, {in_flight}"))
+            rows.append(("pipeline bubble", f"{parallel['bubble_fraction']:.1%} of each step"))
+        for kind, sent in parallel["communication_bytes"].items():
+            if sent:
+                rows.append((f"sent per device and step: {kind.replace('_', ' ')}", _size(sent)))
     if d.get("device_memory_bytes"):
         verdict = "fits" if d["fits"] else "does NOT fit"
         rows.append(("device memory", f"{_size(d['device_memory_bytes'])}: {verdict}"))
