@@ -65,7 +65,7 @@ def test_resume_continues_the_runs_own_config_and_a_failed_attempt_keeps_its_rec
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == 8, results
-    assert results["model"]["config"]["n_layer"] == 2 and results["tokenizer"]["path"]
+    assert results["model"]["config"]["n_layer"] == 2 and results["tokenizer"]["source"]
     assert results["choices"]["data"] == "pydoc_topics" and results["choices"]["model"] == "gpt"
     assert results["overrides"] == ["resume=auto", "trainer.max_steps=8"]
     part = run / ".hydra" / "resume-1"

@@ -155,3 +155,14 @@ def test_a_run_without_loggers_trains(make_cfg):
     (it refuses to run without a logger); the recipe leaves it out."""
     results = train(make_cfg("logger=none", "trainer.max_steps=3", "validate_before_fit=false", "~callbacks.sample"))
     assert results["status"] == "completed" and results["steps"] == 3
+
+
+def test_results_name_the_model_and_tokenizer_that_were_loaded(make_cfg, base_checkpoints):
+    """Fine-tuning from a checkpoint: results.json said `tokenizer: bpe` and a tokenizer path of "None" although the
+    checkpoint's tokenizer ran; it names the loaded model and where its tokenizer came from."""
+    source = str(base_checkpoints["gpt"])
+    results = train(make_cfg(f"model.pretrained={source}", "finetune=lora", "trainer.max_steps=2", "~callbacks.sample"))
+    assert results["tokenizer"]["kind"] == results["choices"]["tokenizer"] == "the checkpoint's (model.pretrained)"
+    assert results["tokenizer"]["source"] == source and results["tokenizer"]["vocab_size"] == 512
+    assert results["choices"]["model"] == f"gpt: gpt from {source}"
+    assert results["model"]["pretrained"] == source

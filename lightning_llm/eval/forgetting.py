@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -42,6 +44,26 @@ class ForgettingProbe:
         self.batches = list(data.val_dataloader())[:max_batches]
         self.block_size = block_size
         self.seconds = 0.0
+
+    @classmethod
+    def for_run(
+        cls,
+        model: LanguageModel,
+        tokenizer: Tokenizer,
+        settings: Mapping[str, Any],
+        data_block_size: int,
+        batch_size: int,
+        cache_dir: str | Path,
+    ) -> ForgettingProbe:
+        """The probe a run's `forgetting` settings ask for, its blocks at most the run's and the model's context
+        (a supervised run's block is the model's whole context), said in one log line."""
+        block = min(settings.get("block_size") or data_block_size, data_block_size, model.context_length)
+        log.info(
+            "forgetting probe: the base objective's loss on %s before and after, %d batches of %d x %d tokens "
+            "(forgetting.batches, data.batch_size, forgetting.block_size)",
+            settings["path"], settings["batches"], batch_size, block,
+        )  # fmt: skip
+        return cls(model, tokenizer, settings["path"], block, batch_size, settings["batches"], cache_dir)
 
     @torch.no_grad()
     def measure(self, model: LanguageModel) -> dict[str, float]:

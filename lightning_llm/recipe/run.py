@@ -24,7 +24,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lightning_llm.checkpoints import (
     Pretrained,
@@ -61,8 +61,8 @@ from lightning_llm.recipe.outputs import RunFolder, RunRecord, error_line, prepa
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, earlier_parts, write_json_atomic
 from lightning_llm.recipe.schema import validate_config
+from lightning_llm.recipe.tokenizer import choose_tokenizer, tokenizer_record
 from lightning_llm.report import log_to_wandb, report_on_exit
-from lightning_llm.tokenizers import HFTokenizer, Tokenizer
 from lightning_llm.training import watchdog
 from lightning_llm.training.callbacks import SampleGeneration
 from lightning_llm.training.compute import ComputeMonitor
@@ -142,27 +142,13 @@ class TrainingRecipe:
         self.results.threads = set_num_threads(cfg.get("num_threads"))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.objective = instantiate(cfg.objective)
-        tokenizer = self.pretrained.tokenizer if self.pretrained and self.pretrained.tokenizer else None
-        tokenizer = tokenizer or self.tokenizer_config()
+        tokenizer = choose_tokenizer(cfg, self.pretrained)
         self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer)
         self.datamodule.prepare_data()
         self.results.data = self.datamodule.stats
-        self.results.tokenizer = {
-            "path": str(self.datamodule.tokenizer_path),
-            "trained_now": self.datamodule.tokenizer_trained,
-            "adds_bos": self.datamodule.tokenizer.adds_bos,
-        }
-
-    def tokenizer_config(self) -> dict[str, Any] | Tokenizer:
-        """`tokenizer=hf` loads a Hugging Face tokenizer (tokenizer.path, else model.pretrained); the other options
-        are settings for training one on the data."""
-        cfg = self.cfg
-        if cfg.tokenizer.type != "hf":
-            return OmegaConf.to_container(cfg.tokenizer)
-        path = cfg.tokenizer.get("path") or cfg.model.get("pretrained")
-        if not path:
-            raise ConfigError("tokenizer=hf needs tokenizer.path (a folder with tokenizer.json or spiece.model)")
-        return HFTokenizer.from_pretrained(path)
+        self.results.tokenizer = tokenizer_record(cfg, self.pretrained, self.datamodule)
+        if not self.results.tokenizer["kind"].startswith("trained"):
+            self.results.choices["tokenizer"] = self.results.tokenizer["kind"]
 
     def setup_model(self) -> None:
         """The model group's model and the objective's task head; with pretrained weights it is built on the meta
@@ -180,6 +166,9 @@ class TrainingRecipe:
             "family": model.family,
             "pretrained": self.pretrained.source if self.pretrained else None,
         }
+        if self.pretrained is not None:  # the group option only lent its code: name the model that was loaded
+            choice = self.results.choices.get("model")
+            self.results.choices["model"] = f"{choice}: {model.family} from {self.pretrained.source}"
 
     def setup_finetune(self) -> None:
         """The fine-tuning method transforms the model; the data's blocks fit what context is left."""
@@ -190,15 +179,10 @@ class TrainingRecipe:
         self.results.parameters = count_parameters(self.model)
         forgetting = cfg.get("forgetting")
         if self.pretrained is not None and self.finetune.adapts_pretrained and forgetting and forgetting.enabled:
-            self.probe = ForgettingProbe(
-                self.model,
-                self.datamodule.tokenizer,
-                forgetting.path,
-                min(forgetting.get("block_size") or self.datamodule.block_size, self.model.context_length),
-                cfg.data.batch_size,
-                forgetting.batches,
+            self.probe = ForgettingProbe.for_run(
+                self.model, self.datamodule.tokenizer, forgetting, self.datamodule.block_size, cfg.data.batch_size,
                 cfg.paths.cache_dir,
-            )
+            )  # fmt: skip
 
     def base_checkpoint(self) -> str | None:
         """Where a parameter-efficient checkpoint's base lives (a local path made absolute, or a hub id)."""
