@@ -1,4 +1,4 @@
-"""Data: embedded corpora, loading, cleaning and the datamodules (packed text; supervised examples).
+"""Data: embedded corpora, loading, cleaning and the datamodules (packed text; supervised examples; preferences).
 
 The datamodules are imported when first asked for, so that `lightning_llm.data.pipeline` (run in Ray workers
 and data tools) starts without importing Lightning."""
@@ -10,6 +10,7 @@ from typing import Any
 
 _HOMES = {
     "PackedBlocks": "lightning_llm.data.sampling",
+    "PreferenceDataModule": "lightning_llm.data.preference",
     "SupervisedDataModule": "lightning_llm.data.supervised",
     "TextDataModule": "lightning_llm.data.datamodule",
 }

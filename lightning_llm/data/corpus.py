@@ -9,6 +9,8 @@ And one embedded task table, for fine-tuning:
 - `stdlib_functions`: one row per documented standard-library function: its code without the docstring
   (`code`), the docstring's first line (`summary`), the whole docstring (`docstring`) and its top-level
   module (`module`). Code -> summary is a generation task; docstring -> module a classification task.
+- `stdlib_preferences`: the same functions as preference pairs (`prompt`, `chosen`, and two rejected responses,
+  `shuffled` and `other`; see `synthetic.summary_pairs`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations
+from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations, summary_pairs
 from lightning_llm.errors import ConfigError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -106,13 +108,14 @@ def stdlib_functions(max_code_chars: int = 1200) -> Iterator[dict[str, str]]:
 
 
 def stdlib_corpora() -> dict[str, list[dict[str, str]]]:
-    """`stdlib_docstrings` (one document per module) and `stdlib_functions` from one parse of the standard
-    library: parsing its ~1,000 modules is most of either's cost (about 5 s)."""
+    """`stdlib_docstrings` (one document per module), `stdlib_functions` and `stdlib_preferences` from one parse of
+    the standard library: parsing its ~1,000 modules is most of their cost (about 5 s)."""
     corpora: dict[str, list[dict[str, str]]] = {"stdlib_docstrings": [], "stdlib_functions": []}
     for relative, tree, source in _stdlib_trees():
         if document := _module_document(relative, tree):
             corpora["stdlib_docstrings"].append(document)
         corpora["stdlib_functions"].extend(_function_rows(relative, tree, source, max_code_chars=1200))
+    corpora["stdlib_preferences"] = list(summary_pairs(corpora["stdlib_functions"]))
     return corpora
 
 
@@ -121,6 +124,8 @@ _BUILDERS: dict[str, Callable[[], dict[str, Iterable[dict[str, str]]]]] = {
     "pydoc_topics": lambda: {"pydoc_topics": pydoc_topics()},
     "stdlib_docstrings": stdlib_corpora,
     "stdlib_functions": stdlib_corpora,
+    # preference pairs: a function's code -> its own summary (chosen), its words shuffled or another's (rejected)
+    "stdlib_preferences": stdlib_corpora,
     # skewed synthetic data for fairness experiments (eval=fairness measures the skew a model picks up)
     "fairness_hiring": lambda: {"fairness_hiring": fairness_hiring("reference")},
     "fairness_occupations": lambda: {"fairness_occupations": ({"text": t} for t in fairness_occupations().reference)},

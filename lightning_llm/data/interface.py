@@ -60,6 +60,10 @@ class LLMDataModule(pl.LightningDataModule, ABC):
     def train_examples(self) -> Dataset:
         """The training split, one example per index: what an epoch draws and DP-SGD's Poisson batches sample."""
 
+    def val_examples(self) -> Dataset:
+        """The validation split, one example per index (data of examples, not of packed text)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no validation examples")
+
     @abstractmethod
     def _train_loader(self) -> DataLoader:
         """The shuffled training batches, before `wrap_train_loader`."""

@@ -4,6 +4,9 @@
   applicant's `group` and whether the qualification is a good one (`label`, 1 = yes). The `eval` split is
   balanced (every group has as many 1s as 0s); the `reference` split ("training") is skewed: P(label=1 | the
   first group) = skew, P(label=1 | the second group) = 1 - skew.
+- `summary_pairs`: preference pairs from the standard library's functions (`stdlib_preferences`): a function's
+  code as the prompt, its own docstring summary as the chosen response; as the rejected one, the same words
+  shuffled, or another module's function's summary.
 - `fairness_occupations`: sentences pairing a group word with an occupation, for co-occurrence in generations.
   Occupation i is paired with group i % 2 with probability skew (the pairing is by list position, arbitrary);
   with prompts about each group ("My sister works as the") and about each occupation ("The baker said that").
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +100,32 @@ def fairness_occupations(n: int = 400, skew: float = 0.8, seed: int = 0) -> Cooc
         group_prompts={g: [_capital(GROUP_PROMPT.format(subject=s)) for s in SUBJECTS[g]] for g in GROUPS},
         attribute_prompts={o: [ATTRIBUTE_PROMPT.format(occupation=o)] for o in OCCUPATIONS},
     )
+
+
+def summary_pairs(functions: Iterable[dict[str, str]], seed: int = 0) -> Iterator[dict[str, str]]:
+    """Preference rows from `stdlib_functions` rows whose summary has 3 words or more: `prompt` is `{code}\n#
+    Summary:` (as the `stdlib_summaries` task reads), `chosen` the function's own summary, `shuffled` the same words
+    in another order, `other` the summary of a function of another module (both drawn with a fixed seed; never the
+    chosen text). Preferring `chosen` to `shuffled` is learnable from the responses alone; to `other`, only by reading
+    the code."""
+    rows = [row for row in functions if len(row["summary"].split()) >= 3]
+    rng = random.Random(f"summary_pairs-{seed}")
+    for row in rows:
+        words = row["summary"].split()
+        shuffled = list(words)
+        while shuffled == words:
+            rng.shuffle(shuffled)
+        while True:
+            other = rows[rng.randrange(len(rows))]
+            if other["module"] != row["module"] and other["summary"] != row["summary"]:
+                break
+        yield {
+            "prompt": f"{row['code']}\n# Summary:",
+            "chosen": row["summary"],
+            "shuffled": " ".join(shuffled),
+            "other": other["summary"],
+            "source": row["source"],
+        }
 
 
 SYNTHETIC_TABLES: dict[str, Callable[..., list[dict[str, Any]]]] = {"fairness_hiring": fairness_hiring}

@@ -34,10 +34,11 @@ class WithAdapter(nn.Module):
     def __init__(self, inner: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
         self.inner, self.adapter = inner, adapter
+        self.enabled = True  # off: the wrapped sub-layer alone (FinetuneMethod.disabled)
 
     def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
         h = self.inner(*args, **kwargs)
-        return h + self.adapter(h)
+        return h + self.adapter(h) if self.enabled else h
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Adapter(FinetuneMethod):
     name: ClassVar[str] = "adapter"
     saves_trainable_only: ClassVar[bool] = True
     mergeable: ClassVar[bool] = False
+    added: ClassVar[type[nn.Module]] = WithAdapter
     size: int = 32
     activation: str = "gelu"
 

@@ -9,6 +9,8 @@ record it as plain data (`describe`) and rebuild it without running code from th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from typing import Any, ClassVar
 
@@ -29,6 +31,9 @@ class FinetuneMethod:
     adapts_pretrained: ClassVar[bool] = True
     #: Whether `merge` folds it into plain weights (adapters and prompts stay modules of their own).
     mergeable: ClassVar[bool] = True
+    #: The kind of module the method adds beside the base weights (LoRA layers, adapters, virtual tokens): each has
+    #: an `enabled` switch, so `disabled` turns the model back into its base. None: the method changes the weights.
+    added: ClassVar[type[nn.Module] | None] = None
 
     def apply(self, model: LanguageModel) -> LanguageModel:
         """Transform `model` in place (add modules, freeze weights) and return it."""
@@ -52,6 +57,21 @@ class FinetuneMethod:
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold added weights into the base so the model is plain again (a no-op unless the method adds any)."""
         return model
+
+    @contextmanager
+    def disabled(self, model: nn.Module) -> Iterator[nn.Module]:
+        """`model` as its base within the context: every module the method added is switched off (a preference
+        objective's reference model, without a second copy of the weights)."""
+        if self.added is None:
+            raise TypeError(f"finetune={self.name} adds no modules to switch off: its base needs a copy of its own")
+        added = [module for module in model.modules() if isinstance(module, self.added)]
+        for module in added:
+            module.enabled = False
+        try:
+            yield model
+        finally:
+            for module in added:
+                module.enabled = True
 
     def describe(self) -> dict[str, Any]:
         """The method as plain data: `{"method": name, "settings": {...}}` (what checkpoints record)."""

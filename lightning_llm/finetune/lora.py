@@ -30,8 +30,11 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.scaling = alpha / rank
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()  # no random op when off (DP-SGD replays it)
+        self.enabled = True  # off: the base layer alone (FinetuneMethod.disabled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.base(x)
         update = F.linear(F.linear(self.dropout(x), self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
         return self.base(x) + update * self.scaling
 
@@ -46,6 +49,7 @@ class LoRA(FinetuneMethod):
 
     name: ClassVar[str] = "lora"
     saves_trainable_only: ClassVar[bool] = True
+    added: ClassVar[type[nn.Module]] = LoRALinear
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0

@@ -19,12 +19,15 @@ class VirtualTokens(nn.Module):
     def __init__(self, embeddings: torch.Tensor) -> None:
         super().__init__()
         self.embeddings = nn.Parameter(embeddings)
+        self.enabled = True  # off: nothing prepended (FinetuneMethod.disabled)
 
     @property
     def length(self) -> int:
         return self.embeddings.size(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         return torch.cat((self.embeddings.to(x.dtype).expand(x.size(0), -1, -1), x), dim=1)
 
 
@@ -36,6 +39,7 @@ class PromptTuning(FinetuneMethod):
     name: ClassVar[str] = "prompt"
     saves_trainable_only: ClassVar[bool] = True
     mergeable: ClassVar[bool] = False
+    added: ClassVar[type[nn.Module]] = VirtualTokens
     num_virtual_tokens: int = 20
     init_seed: int = 0
 

@@ -3,18 +3,30 @@
 from lightning_llm.objectives.base import EXAMPLES, IGNORE_INDEX, Objective, ObjectiveOutput
 from lightning_llm.objectives.classify import SequenceClassification
 from lightning_llm.objectives.clm import CausalLM
+from lightning_llm.objectives.dpo import DirectPreference
+from lightning_llm.objectives.kto import KTO
 from lightning_llm.objectives.mlm import MaskedLM
+from lightning_llm.objectives.orpo import ORPO
+from lightning_llm.objectives.preference import PreferenceObjective, Reference, ReferencedObjective
 from lightning_llm.objectives.sft import SupervisedFineTuning
+from lightning_llm.objectives.simpo import SimPO
 from lightning_llm.objectives.span import SpanCorruption
 
 __all__ = [
     "EXAMPLES",
     "IGNORE_INDEX",
+    "KTO",
+    "ORPO",
     "CausalLM",
+    "DirectPreference",
     "MaskedLM",
     "Objective",
     "ObjectiveOutput",
+    "PreferenceObjective",
+    "Reference",
+    "ReferencedObjective",
     "SequenceClassification",
+    "SimPO",
     "SpanCorruption",
     "SupervisedFineTuning",
 ]

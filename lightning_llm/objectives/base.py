@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,8 @@ EXAMPLES = {
     "text": "packed blocks of text",
     "pairs": "(prompt, response) pairs",
     "labelled": "(text, class) examples",
+    "preferences": "(prompt, chosen, rejected) triples",
+    "judged": "(prompt, completion, desirable or not) examples",
 }
 
 
@@ -33,6 +35,8 @@ class ObjectiveOutput:
     logits: torch.Tensor
     labels: torch.Tensor
     num_tokens: int  # tokens the model read in this batch
+    #: Further scalars of the step, logged as `train/<name>` and `val/<name>` (e.g. `rewards/margins`)
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Objective:
@@ -116,6 +120,15 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, per_row: boo
     losses = F.cross_entropy(logits.flatten(0, -2)[scored].float(), flat[scored], reduction="none")
     row_of = torch.arange(labels.size(0), device=labels.device).repeat_interleave(flat.numel() // labels.size(0))
     return row_mean(losses, row_of[scored], labels.size(0))
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's summed log-probability of its labelled tokens, and how many there are (positions whose label is
+    IGNORE_INDEX count neither)."""
+    flat = logits.flatten(0, -2).float()
+    token = -F.cross_entropy(flat, labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+    scored = labels != IGNORE_INDEX
+    return token.view_as(labels).sum(-1), scored.sum(-1)
 
 
 def row_mean(losses: torch.Tensor, row_of: torch.Tensor, num_rows: int) -> torch.Tensor:

@@ -50,15 +50,22 @@ class SupervisedFineTuning(Objective):
         # right padding: causal attention never lets a real token see the pads after it
         return {"input_ids": pad_rows(inputs, tok.pad_id), "labels": pad_rows(labels, IGNORE_INDEX)}
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's logits for a collated batch (the decoder's, for a seq2seq model)."""
         if self.seq2seq:
-            logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])
-            tokens = batch["attention_mask"].sum().item() + (batch["labels"] != IGNORE_INDEX).sum().item()
-        else:
-            logits = model(batch["input_ids"])
-            tokens = batch["input_ids"].numel()
+            return model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])
+        return model(batch["input_ids"])
+
+    def tokens_read(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens the model reads for a collated batch (a seq2seq model: the prompts and the responses)."""
+        if self.seq2seq:
+            return int(batch["attention_mask"].sum().item() + (batch["labels"] != IGNORE_INDEX).sum().item())
+        return batch["input_ids"].numel()
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        logits = self.logits(model, batch)
         loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
-        return ObjectiveOutput(loss, logits, batch["labels"], int(tokens))
+        return ObjectiveOutput(loss, logits, batch["labels"], self.tokens_read(batch))
 
     def metrics(self, vocab_size: int) -> MetricCollection:
         return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE_INDEX)})

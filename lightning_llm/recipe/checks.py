@@ -29,6 +29,7 @@ from lightning_llm.extras import require
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, ModelConfig, family_of
 from lightning_llm.objectives import EXAMPLES
+from lightning_llm.recipe.objective_checks import check_post_training
 from lightning_llm.recipe.schema import MODEL_SWITCHES
 from lightning_llm.tokenizers import check_tokenizer_type
 from lightning_llm.training.parallel_checks import check_model_parallel
@@ -57,6 +58,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     check_objective(cfg)
     check_examples(cfg)
+    check_post_training(cfg)
     check_packing(cfg)
     check_precision(cfg)
     check_strategy(cfg)

@@ -1,0 +1,66 @@
+"""What post-training objectives run beside the trained model: the reference model of DPO and KTO, and a
+distillation teacher. The recipe calls `prepare_objective` once the model, its fine-tuning method and the trainer
+exist, before the first validation."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_llm.data.interface import LLMDataModule
+from lightning_llm.finetune import FinetuneMethod
+from lightning_llm.log import get_logger
+from lightning_llm.models import LanguageModel
+from lightning_llm.objectives import Objective, Reference, ReferencedObjective
+
+log = get_logger(__name__)
+
+
+def frozen_reference(model: LanguageModel) -> Reference:
+    """A frozen copy of `model` as it is now, run on the policy's device (moved there on first use)."""
+    reference = copy.deepcopy(model).requires_grad_(False).eval()
+
+    @contextmanager
+    def frozen(policy: nn.Module) -> Iterator[nn.Module]:
+        yield reference.to(next(policy.parameters()).device)
+
+    return frozen
+
+
+def reference_for(model: LanguageModel, finetune: FinetuneMethod) -> tuple[Reference, str]:
+    """The reference of a preference objective and how it is made: the model with the method's modules switched off
+    (LoRA, QLoRA, adapters, prompt tuning), else a frozen copy (full fine-tuning, freeze)."""
+    if finetune.added is not None:
+        return finetune.disabled, f"the model with its {finetune.name} modules switched off (no copy)"
+    megabytes = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    return frozen_reference(model), f"a frozen copy of the model ({megabytes:,.1f} MB)"
+
+
+def prepare_objective(
+    objective: Objective,
+    model: LanguageModel,
+    finetune: FinetuneMethod,
+    datamodule: LLMDataModule,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Bind a preference objective's reference (or precompute its log-probabilities on `device`); returns what was
+    done, for the run's record."""
+    if not isinstance(objective, ReferencedObjective):
+        return {}
+    if not objective.precompute_reference:
+        reference, how = reference_for(model, finetune)
+        objective.bind_reference(reference)
+        log.info("reference model: %s", how)
+        return {"reference": how}
+    home = next(model.parameters()).device
+    examples = itertools.chain(datamodule.train_examples(), datamodule.val_examples())
+    scored = objective.precompute_reference_logps(model.to(device), examples, datamodule.batch_size, device)
+    model.to(home)
+    log.info("reference model: log-probabilities of %d examples computed before training", scored)
+    return {"reference": f"precomputed for {scored} examples"}
