@@ -22,6 +22,8 @@ OPTIONAL = {
     "bitsandbytes": ("bitsandbytes", "quant"),
     "fastapi": ("FastAPI", "serve"),
     "uvicorn": ("uvicorn", "serve"),
+    "gguf": ("gguf", "gguf"),
+    "wandb_workspaces": ("wandb-workspaces", "dashboards"),
 }
 #: what to run after the extra where pip cannot install the package with it: LitData declares torchvision, which
 #: would replace the pinned torch, so its extra holds its other needs and LitData itself comes without them
