@@ -8,6 +8,7 @@ from lightning_llm.objectives.kto import KTO
 from lightning_llm.objectives.mlm import MaskedLM
 from lightning_llm.objectives.orpo import ORPO
 from lightning_llm.objectives.preference import PreferenceObjective, Reference, ReferencedObjective
+from lightning_llm.objectives.reward import RewardModel
 from lightning_llm.objectives.sft import SupervisedFineTuning
 from lightning_llm.objectives.simpo import SimPO
 from lightning_llm.objectives.span import SpanCorruption
@@ -25,6 +26,7 @@ __all__ = [
     "PreferenceObjective",
     "Reference",
     "ReferencedObjective",
+    "RewardModel",
     "SequenceClassification",
     "SimPO",
     "SpanCorruption",

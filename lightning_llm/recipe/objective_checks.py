@@ -7,12 +7,12 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.errors import ConfigError
-from lightning_llm.objectives import PreferenceObjective
+from lightning_llm.objectives import PreferenceObjective, RewardModel
 
 
 def post_training_objectives() -> tuple[type, ...]:
     """The objectives whose loss needs more than the model's token logits and labels."""
-    return (PreferenceObjective,)
+    return (PreferenceObjective, RewardModel)
 
 
 def check_post_training(cfg: DictConfig) -> None:
