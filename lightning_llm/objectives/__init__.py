@@ -3,6 +3,7 @@
 from lightning_llm.objectives.base import EXAMPLES, IGNORE_INDEX, Objective, ObjectiveOutput
 from lightning_llm.objectives.classify import SequenceClassification
 from lightning_llm.objectives.clm import CausalLM
+from lightning_llm.objectives.distill import Distillation, DistillationMixin, SupervisedDistillation
 from lightning_llm.objectives.dpo import DirectPreference
 from lightning_llm.objectives.kto import KTO
 from lightning_llm.objectives.mlm import MaskedLM
@@ -20,6 +21,8 @@ __all__ = [
     "ORPO",
     "CausalLM",
     "DirectPreference",
+    "Distillation",
+    "DistillationMixin",
     "MaskedLM",
     "Objective",
     "ObjectiveOutput",
@@ -30,5 +33,6 @@ __all__ = [
     "SequenceClassification",
     "SimPO",
     "SpanCorruption",
+    "SupervisedDistillation",
     "SupervisedFineTuning",
 ]

@@ -58,7 +58,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     check_objective(cfg)
     check_examples(cfg)
-    check_post_training(cfg)
+    check_post_training(cfg, model_family(cfg))
     check_packing(cfg)
     check_precision(cfg)
     check_strategy(cfg)

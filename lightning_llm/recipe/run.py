@@ -66,7 +66,7 @@ from lightning_llm.report import log_to_wandb, report_on_exit
 from lightning_llm.training import watchdog
 from lightning_llm.training.callbacks import SampleGeneration
 from lightning_llm.training.compute import ComputeMonitor
-from lightning_llm.training.post_training import prepare_objective
+from lightning_llm.training.post_training import load_teacher, prepare_objective
 from lightning_llm.training.stability import LossSpikeMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -86,6 +86,7 @@ class TrainingRecipe:
         self.previous: dict[str, Any] = {}  # a resumed run's results.json as its last part wrote it
         self.folder: RunFolder | None = None  # rank 0: the run folder's lock, config part and log file
         self.pretrained: Pretrained | None = None
+        self.teacher: Pretrained | None = None  # a distillation objective's teacher (objective.teacher)
         self.objective: Objective | None = None
         self.datamodule: LLMDataModule | None = None
         self.model: LanguageModel | None = None
@@ -130,6 +131,7 @@ class TrainingRecipe:
         source = self.cfg.model.get("pretrained")
         if source:
             self.pretrained = load_pretrained(source)
+        self.teacher = load_teacher(self.cfg.objective)
 
     def setup_data(self) -> None:
         """Seed, threads, the objective, the tokenizer (the pretrained one, a Hugging Face one, or trained on the
@@ -142,11 +144,11 @@ class TrainingRecipe:
         self.results.threads = set_num_threads(cfg.get("num_threads"))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.objective = instantiate(cfg.objective)
-        tokenizer = choose_tokenizer(cfg, self.pretrained)
+        tokenizer = choose_tokenizer(cfg, self.pretrained or self.teacher)  # a student from scratch: the teacher's
         self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer)
         self.datamodule.prepare_data()
         self.results.data = self.datamodule.stats
-        self.results.tokenizer = tokenizer_record(cfg, self.pretrained, self.datamodule)
+        self.results.tokenizer = tokenizer_record(cfg, self.pretrained or self.teacher, self.datamodule)
         if not self.results.tokenizer["kind"].startswith("trained"):
             self.results.choices["tokenizer"] = self.results.tokenizer["kind"]
 
@@ -241,10 +243,11 @@ class TrainingRecipe:
             logger.log_hyperparams(resolved_config(cfg))
 
     def setup_objective(self) -> None:
-        """What the objective runs beside the model: a preference objective's reference (or its log-probabilities,
-        computed now on the training device)."""
+        """What the objective runs beside the model: a distillation teacher, a preference objective's reference (or
+        its log-probabilities, computed now on the training device)."""
         device = self.trainer.strategy.root_device
-        self.results.model.update(prepare_objective(self.objective, self.model, self.finetune, self.datamodule, device))
+        done = prepare_objective(self.objective, self.model, self.finetune, self.datamodule, device, self.teacher)
+        self.results.model.update(done)
 
     def fit(self) -> None:
         """Validate the untrained model (the curve's first point), train, and time it."""

@@ -1,6 +1,7 @@
 """What post-training objectives run beside the trained model: the reference model of DPO and KTO, and a
-distillation teacher. The recipe calls `prepare_objective` once the model, its fine-tuning method and the trainer
-exist, before the first validation."""
+distillation teacher. The recipe loads the teacher with the pretrained weights (`load_teacher`: a student without
+model.pretrained takes its tokenizer) and calls `prepare_objective` once the model, its fine-tuning method and the
+trainer exist, before the first validation."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import copy
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_llm.checkpoints import Pretrained, load_pretrained, model_from_pretrained
 from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.finetune import FinetuneMethod
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
-from lightning_llm.objectives import Objective, Reference, ReferencedObjective
+from lightning_llm.objectives import DistillationMixin, Objective, Reference, ReferencedObjective
 
 log = get_logger(__name__)
 
@@ -42,15 +45,37 @@ def reference_for(model: LanguageModel, finetune: FinetuneMethod) -> tuple[Refer
     return frozen_reference(model), f"a frozen copy of the model ({megabytes:,.1f} MB)"
 
 
+def load_teacher(objective_settings: Any) -> Pretrained | None:
+    """A distillation objective's teacher (`objective.teacher`), read like `model.pretrained` (None for others)."""
+    source = objective_settings.get("teacher")
+    return load_pretrained(source, key="objective.teacher") if source else None
+
+
+def teacher_fingerprint(source: str) -> str:
+    """The teacher's path and, for a local file or folder, its size and time: the top-k cache's folder changes
+    when the teacher does."""
+    path = Path(source).expanduser()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    return "|".join(
+        [str(path.resolve()) if files else source, *(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)]
+    )
+
+
 def prepare_objective(
     objective: Objective,
     model: LanguageModel,
     finetune: FinetuneMethod,
     datamodule: LLMDataModule,
     device: torch.device,
+    teacher: Pretrained | None = None,
 ) -> dict[str, Any]:
-    """Bind a preference objective's reference (or precompute its log-probabilities on `device`); returns what was
-    done, for the run's record."""
+    """Bind a distillation objective's teacher, a preference objective's reference (or precompute its
+    log-probabilities on `device`); returns what was done, for the run's record."""
+    if isinstance(objective, DistillationMixin) and teacher is not None:
+        objective.bind_teacher(model_from_pretrained(teacher), teacher_fingerprint(teacher.source))
+        parameters = sum(p.numel() for p in objective.teacher.parameters())
+        log.info("teacher: %s (%s, %s parameters)", teacher.source, teacher.family, f"{parameters:,}")
+        return {"teacher": {"source": teacher.source, "family": teacher.family, "parameters": parameters}}
     if not isinstance(objective, ReferencedObjective):
         return {}
     if not objective.precompute_reference:
