@@ -5,6 +5,7 @@ tests/tensor_parallel_check.py): forked gloo groups inside a large pytest sessio
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,9 +22,10 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
 from lightning_llm.models import GPT, T5
 from lightning_llm.models.parallel import apply_tensor_parallel, canonical_rows, rank_major_rows
+from lightning_llm.objectives import CausalLM
 from tests.parallel_worker import batches
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY, run_cli
 
 TOLERANCE = 1e-5
 WORKER = ROOT / "tests" / "parallel_worker.py"
@@ -180,3 +182,92 @@ def test_resume_on_the_same_layout_is_exact_and_on_one_device_close(layout, tmp_
     with torch.no_grad():
         logits = model.eval()(batches("llama", 1, 1)[0]["input_ids"])
     torch.testing.assert_close(logits, stopped["logits"], atol=TOLERANCE, rtol=0)
+
+
+# -- the command line: what composes with what ---------------------------------------------------------------
+CLI = [
+    *TINY,
+    "model=llama-nano",
+    "model.n_head=4",
+    "model.n_kv_head=2",
+    "trainer.max_steps=20",
+    "trainer.val_check_interval=10",
+    "trainer.limit_val_batches=2",
+    "callbacks.sample.max_new_tokens=8",
+    "hydra.run.dir=run",
+]
+
+
+def _cli(tmp_path: Path, cache_dir: Path, *args: str) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    result = run_cli(*CLI, f"paths.cache_dir={cache_dir}", *args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_tensor_parallel_run_composes_and_its_checkpoint_serves_one_device(tmp_path, cache_dir):
+    """trainer=tp with bf16-mixed, activation checkpointing, token shards and the eval suite (on both ranks, the
+    sharded model): tokens count one replica, and last.ckpt on one device gives the run's greedy sample."""
+    results = _cli(
+        tmp_path,
+        cache_dir,
+        "trainer=tp",
+        "precision=bf16-mixed",
+        "model.activation_checkpointing=true",
+        "data.format=shards",
+        "eval=offline",
+        "eval.limit=4",
+        "~eval.tasks.memorization",
+        "callbacks.sample.temperature=0",
+    )
+    assert results["status"] == "completed" and results["replicas_in_sync"] is True
+    assert results["tokens"] == 20 * 8 * 32, "one replica: the tensor-parallel ranks read the same batches"
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"]
+    assert results["eval"]["tasks"]["perplexity"]["status"] == "ok"
+    pretrained = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    model = build_model("gpt", pretrained.config, pretrained.state_dict)
+    load_weights(model, pretrained.state_dict, "tp")
+    objective = CausalLM()
+    objective.bind_tokenizer(pretrained.tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        text = objective.sample(model.eval(), "The", 8, temperature=0)
+    assert text == results["samples"][0]["text"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pipeline_run_composes_and_fine_tunes_with_lora(tmp_path, cache_dir):
+    """trainer=pp (GPipe) with bf16-mixed and activation checkpointing trains, joins its stages for the eval
+    suite and samples; its last.ckpt fine-tunes with LoRA on (prompt, response) pairs, each batch as long as its
+    longest, under trainer=pp again and under trainer=tp."""
+    base = _cli(
+        tmp_path / "base",
+        cache_dir,
+        "trainer=pp",
+        "trainer.pipeline_schedule=gpipe",
+        "precision=bf16-mixed",
+        "model.activation_checkpointing=true",
+        "eval=offline",
+        "eval.limit=4",
+        "~eval.tasks.memorization",
+    )
+    assert base["status"] == "completed" and base["replicas_in_sync"] is True
+    assert base["metrics"]["val/loss"] < base["val_start"]["val/loss"]
+    assert base["eval"]["tasks"]["perplexity"]["status"] == "ok" and base["samples"]
+    last = tmp_path / "base" / "run" / "checkpoints" / "last.ckpt"
+    for trainer in ("pp", "tp"):
+        tuned = _cli(
+            tmp_path / trainer,
+            cache_dir,
+            f"trainer={trainer}",
+            "finetune=lora",
+            f"model.pretrained={last}",
+            "forgetting.batches=2",
+            "objective=sft",
+            "data=stdlib_summaries",
+            "data.max_examples=600",
+        )
+        assert tuned["status"] == "completed" and tuned["parameters"]["trainable_percent"] < 20
+        assert tuned["metrics"]["val/loss"] < tuned["val_start"]["val/loss"]

@@ -100,6 +100,7 @@ class LanguageModelModule(pl.LightningModule):
                     strategy.microbatches,
                     strategy.pipeline_schedule,
                     strategy.root_device,
+                    getattr(self.trainer.datamodule, "block_size", None),
                 )
             if mesh["tensor_parallel"].size() > 1:
                 rows = apply_tensor_parallel(self.model, mesh["tensor_parallel"], strategy.sequence_parallel)

@@ -33,7 +33,13 @@ class Pipeline:
     """This rank's stage of `model` on the `mesh` of pipeline ranks, and the schedule that runs it."""
 
     def __init__(
-        self, model: LanguageModel, mesh: DeviceMesh, microbatches: int, schedule: str, device: torch.device
+        self,
+        model: LanguageModel,
+        mesh: DeviceMesh,
+        microbatches: int,
+        schedule: str,
+        device: torch.device,
+        length: int | None = None,
     ) -> None:
         self.mesh, self.index, self.size, self.device = mesh, mesh.get_local_rank(), mesh.size(), device
         stages = model.pipeline_stages(self.size)
@@ -45,10 +51,14 @@ class Pipeline:
                     meta = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
                     setattr(module, name, meta)
         self.split = True  # until `join`
-        stage = PipelineStage(stages[self.index], self.index, self.size, device, group=mesh.get_group())
+        self.stage_module = stages[self.index]
+        stage = PipelineStage(self.stage_module, self.index, self.size, device, group=mesh.get_group())
         self.schedule = SCHEDULE_CLASSES[schedule](stage, microbatches, loss_fn=self._loss, scale_grads=False)
         self.microbatches = microbatches
-        self.rows: int | None = None  # rows per batch, fixed by the first: the stages' buffers have that shape
+        # every batch has one shape, the stages' buffers': rows fixed by the first batch, columns `length` (the
+        # data's block size: fine-tuning pairs come as long as their batch's longest)
+        self.rows: int | None = None
+        self.length = length or model.config.block_size
         self.scored_tokens = 1
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -57,24 +67,20 @@ class Pipeline:
         loss = F.cross_entropy(flat, labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         return loss / self.scored_tokens
 
-    def _rows(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and labels with as many rows as every batch has (padding rows score nothing)."""
+    def _shaped(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels padded to the one shape of every batch: rows and columns at the end, which score
+        nothing and which no real token attends to (rows are apart; the stages take causal or full-length rows)."""
         ids, labels = batch["input_ids"], batch["labels"]
         self.rows = self.rows or self.microbatches * math.ceil(ids.size(0) / self.microbatches)
-        missing = self.rows - ids.size(0)
-        if missing < 0:
-            raise ValueError(
-                f"a batch of {ids.size(0)} rows after batches of {self.rows}: the stages' shapes are fixed"
-            )
-        if missing:
-            ids = torch.cat((ids, ids.new_zeros(missing, ids.size(1))))
-            labels = torch.cat((labels, labels.new_full((missing, labels.size(1)), IGNORE_INDEX)))
-        return ids, labels
+        rows, columns = self.rows - ids.size(0), self.length - ids.size(1)
+        if rows < 0 or columns < 0:
+            raise ValueError(f"a batch of {tuple(ids.shape)} beyond the pipeline's {(self.rows, self.length)}")
+        return F.pad(ids, (0, columns, 0, rows)), F.pad(labels, (0, columns, 0, rows), value=IGNORE_INDEX)
 
     def run(self, batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
         """The batch's mean token loss, on every rank, after running it through the stages (with backward when
         training: the gradients are in the stage's weights)."""
-        ids, labels = self._rows(batch)
+        ids, labels = self._shaped(batch)
         self.scored_tokens = int((labels != IGNORE_INDEX).sum().clamp(min=1))
         losses: list[torch.Tensor] = []
         args = (ids,) if self.index == 0 else ()
