@@ -1,5 +1,6 @@
-"""Supervised tasks: rows of (prompt, response) or (text, label) from a table, rendered through a template,
-tokenized once (cached by `datasets`) and padded per batch by the objective."""
+"""Supervised tasks: rows of (prompt, response) or (text, label) from a table, rendered through a template, or
+conversations (`messages_column`: chat message lists, ShareGPT's `conversations` too) rendered with a chat template
+(`data.chat`), tokenized once (cached by `datasets`) and padded per batch by the objective."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from lightning_llm.data.chat import messages_of, special_strings, template_source, turns
 from lightning_llm.data.datamodule import resolve_tokenizer
 from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
@@ -28,7 +30,8 @@ def template_fields(template: str) -> list[str]:
 
 
 class SupervisedDataModule(LLMDataModule):
-    """Examples for instruction tuning / seq2seq (`response_column`) or classification (`label_column`)."""
+    """Examples for instruction tuning / seq2seq (`response_column`), chat tuning (`messages_column`: the loss on
+    the assistant's turns only) or classification (`label_column`)."""
 
     def __init__(
         self,
@@ -38,6 +41,8 @@ class SupervisedDataModule(LLMDataModule):
         prompt_template: str,
         response_column: str | None = None,
         label_column: str | None = None,
+        messages_column: str | None = None,
+        chat_template: str | None = None,
         labels: list[str] | None = None,
         max_labels: int | None = None,
         name: str | None = None,
@@ -50,12 +55,15 @@ class SupervisedDataModule(LLMDataModule):
         num_workers: int = 0,
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
-        self.check_settings({"response_column": response_column, "label_column": label_column})
+        self.check_settings(
+            {"response_column": response_column, "label_column": label_column, "messages_column": messages_column}
+        )
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
         super().__init__(objective, block_size, batch_size, num_workers)
         self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column
+        self.messages_column, self.chat_template = messages_column, chat_template
         self.labels, self.max_labels = list(labels) if labels else None, max_labels
         self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
         self.cache_dir = Path(cache_dir)
@@ -64,27 +72,32 @@ class SupervisedDataModule(LLMDataModule):
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
-        """(prompt, response) pairs with a `response_column`, else (text, class) examples."""
-        return "pairs" if settings.get("response_column") else "labelled"
+        """(prompt, response) pairs with a `response_column` or `messages_column`, else (text, class) examples."""
+        return "pairs" if settings.get("response_column") or settings.get("messages_column") else "labelled"
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        """Exactly one target: a response column (generation) or a label column (classes)."""
-        if (settings.get("response_column") is None) == (settings.get("label_column") is None):
-            raise ConfigError("set exactly one of data.response_column (generation) and data.label_column (classes)")
+        """Exactly one target: a response column (generation), a messages column (conversations) or a label column
+        (classes)."""
+        targets = ("response_column", "messages_column", "label_column")
+        if sum(settings.get(key) is not None for key in targets) != 1:
+            raise ConfigError(
+                "set exactly one of data.response_column (generation), data.messages_column (conversations) and "
+                "data.label_column (classes)"
+            )
 
     def _rows(self):
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
-        needed = template_fields(self.prompt_template)
+        needed = [] if self.messages_column else template_fields(self.prompt_template)
         for field in needed:
             if field not in ds.column_names:
                 raise ConfigError(
                     f"data.prompt_template uses {{{field}}}, which is not a column of {self.path!r}: "
                     f"its columns are {ds.column_names}"
                 )
-        target = self.response_column or self.label_column
+        target = self.response_column or self.messages_column or self.label_column
         if target not in ds.column_names:
-            key = "data.response_column" if self.response_column else "data.label_column"
+            key = next(f"data.{k}" for k in ("response_column", "messages_column", "label_column") if getattr(self, k))
             raise ConfigError(f"{key}={target!r} is not a column of {self.path!r}: its columns are {ds.column_names}")
         ds = ds.select_columns(list(dict.fromkeys([*needed, target])))
         if self.label_column:
@@ -112,16 +125,31 @@ class SupervisedDataModule(LLMDataModule):
         rows = self._rows()
         index = {name: i for i, name in enumerate(self.labels or [])}
 
+        source = template_source(getattr(self.tokenizer_config, "chat_template", None), self.chat_template)
+        special = special_strings(self.tokenizer_config)
+
         def render(batch: dict[str, list]) -> dict[str, list]:
+            if self.messages_column:  # a conversation's pieces of text, and which are the assistant's
+                pieces = [
+                    turns(source, messages_of(m, self.messages_column), special) for m in batch[self.messages_column]
+                ]
+                return {"pieces": [[t for t, _ in p] for p in pieces], "trained": [[k for _, k in p] for p in pieces]}
             n = len(next(iter(batch.values())))
             prompts = [template.format(**{k: batch[k][i] for k in batch}) for i in range(n)]
             if response:
                 return {"prompt": prompts, "response": [str(r) for r in batch[response]]}
             return {"prompt": prompts, "label": [index[str(v)] for v in batch[label]]}
 
-        rendered = rows.map(render, batched=True, remove_columns=rows.column_names, desc="render")
+        settings = f"{template}-{self.messages_column}-{source}" if self.messages_column else None
+        fingerprint = hashlib.sha256(f"{rows._fingerprint}-{settings}".encode()).hexdigest()[:32] if settings else None
+        rendered = rows.map(
+            render, batched=True, remove_columns=rows.column_names, new_fingerprint=fingerprint, desc="render"
+        )
         train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
-        texts = list(train["prompt"]) + (list(train["response"]) if response else [])
+        if self.messages_column:
+            texts = ["".join(pieces) for pieces in train["pieces"]]
+        else:
+            texts = list(train["prompt"]) + (list(train["response"]) if response else [])
         self.train_texts = texts  # prompts and responses of the training split
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
@@ -130,17 +158,27 @@ class SupervisedDataModule(LLMDataModule):
         self.objective.bind_labels(self.labels)
         key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
         self._examples = {"train": self._tokenize(train, key), "val": self._tokenize(val, key)}
+        first = "chat_ids" if self.messages_column else "prompt_ids"  # a conversation: all its tokens
         self.stats = {
             "examples": {name: len(part) for name, part in self._examples.items()},
             "vocab_size": self.tokenizer.vocab_size,
             "labels": self.labels,
-            "prompt_tokens_mean": round(sum(map(len, self._examples["train"]["prompt_ids"])) / len(train), 1),
+            "prompt_tokens_mean": round(sum(map(len, self._examples["train"][first])) / len(train), 1),
         }
 
     def _tokenize(self, part, tokenizer_key: str):
         tokenizer = self.tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
+            if "pieces" in batch:  # each piece on its own, so a token never straddles a turn
+                ids = [tokenizer.encode_batch(pieces) if pieces else [] for pieces in batch["pieces"]]
+                return {
+                    "chat_ids": [[t for piece in row for t in piece] for row in ids],
+                    "chat_trained": [
+                        [k for piece, k in zip(row, trained, strict=True) for _ in piece]
+                        for row, trained in zip(ids, batch["trained"], strict=True)
+                    ],
+                }
             out = {"prompt_ids": tokenizer.encode_batch(batch["prompt"])}
             if "response" in batch:
                 out["response_ids"] = tokenizer.encode_batch(batch["response"])
@@ -150,7 +188,7 @@ class SupervisedDataModule(LLMDataModule):
         return part.map(
             encode,
             batched=True,
-            remove_columns=["prompt", "response"] if "response" in part.column_names else ["prompt"],
+            remove_columns=[c for c in ("prompt", "response", "pieces", "trained") if c in part.column_names],
             new_fingerprint=fingerprint,
             desc="tokenize",
         )

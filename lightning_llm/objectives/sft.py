@@ -1,7 +1,8 @@
 """Supervised fine-tuning on (prompt, response) pairs: loss on the response tokens only.
 
 A decoder (GPT) reads `<s> prompt response </s>` and predicts the response; an encoder-decoder (T5) encodes
-the prompt and its decoder writes the response.
+the prompt and its decoder writes the response. A rendered conversation (chat data) is read whole by a decoder,
+which predicts the assistant's turns only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class SupervisedFineTuning(Objective):
 
     def collate(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer
+        if "chat_ids" in examples[0]:
+            return self.collate_conversations(examples)
         if self.seq2seq:
             prompts = [ex["prompt_ids"][: self.max_length - 1] + [tok.eos_id] for ex in examples]
             responses = [ex["response_ids"][: self.max_length - 1] + [tok.eos_id] for ex in examples]
@@ -48,6 +51,18 @@ class SupervisedFineTuning(Objective):
             inputs.append(sequence[:-1])
             labels.append([IGNORE_INDEX] * (len(prompt) - 1) + response)
         # right padding: causal attention never lets a real token see the pads after it
+        return {"input_ids": pad_rows(inputs, tok.pad_id), "labels": pad_rows(labels, IGNORE_INDEX)}
+
+    def collate_conversations(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Rendered conversations (`chat_ids`, `chat_trained`: whether each token is the assistant's): `<s>
+        conversation </s>`, cut to the context; the assistant's tokens and the closing eos are the labels."""
+        tok = self.tokenizer
+        inputs, labels = [], []
+        for ex in examples:
+            ids = [*tok.sequence_start, *ex["chat_ids"], tok.eos_id][: self.max_length + 1]
+            trained = [False] * len(tok.sequence_start) + [bool(k) for k in ex["chat_trained"]] + [True]
+            inputs.append(ids[:-1])
+            labels.append([t if k else IGNORE_INDEX for t, k in zip(ids[1:], trained[1:], strict=False)])
         return {"input_ids": pad_rows(inputs, tok.pad_id), "labels": pad_rows(labels, IGNORE_INDEX)}
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -27,7 +27,13 @@ def post_training_objectives() -> tuple[type, ...]:
 def check_post_training(cfg: DictConfig, student: Family) -> None:
     """A preference objective adapts a model that already answers; none of these objectives runs under DP-SGD
     (a pair's loss couples two rows, whose gradients Opacus clips one by one) or pipeline parallel (the stages
-    compute the token loss only); a distillation teacher fits the `student` family's model."""
+    compute the token loss only); a distillation teacher fits the `student` family's model; chat data trains a
+    decoder."""
+    if cfg.data.get("messages_column") and student.architecture != "decoder":
+        raise ConfigError(
+            f"data.messages_column trains a decoder on whole conversations and family '{student.name}' is an "
+            f"{student.architecture} model: give it (prompt, response) pairs with data.response_column"
+        )
     objective_cls = hydra.utils.get_class(cfg.objective._target_)
     if not issubclass(objective_cls, post_training_objectives()):
         return
