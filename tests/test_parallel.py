@@ -121,11 +121,12 @@ def differences(ranks: list[dict], single: dict, data_parallel: int = 1, tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "t5"])
-def test_tensor_parallel_equals_one_process(family, tmp_path, one_process):
-    found = differences(
-        run_worker(tmp_path, "--family", family, "--layout", "tp", "--devices", "2"), one_process("--family", family)
-    )
+@pytest.mark.parametrize(
+    ("family", "sequence_parallel"), [("llama", "1"), ("llama", "0"), ("gpt2", "1"), ("bert", "1"), ("t5", "1")]
+)
+def test_tensor_parallel_equals_one_process(family, sequence_parallel, tmp_path, one_process):
+    split = ("--layout", "tp", "--devices", "2", "--sequence-parallel", sequence_parallel)
+    found = differences(run_worker(tmp_path, "--family", family, *split), one_process("--family", family))
     assert max(found.values()) <= TOLERANCE, found
 
 

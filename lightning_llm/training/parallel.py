@@ -135,6 +135,8 @@ class ModelParallel(ModelParallelStrategy):
         return parts or []
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """The model's weights from a full checkpoint of any layout (its optimizer states come later, in
+        `load_optimizer_state_dict`, after the module's `on_load_checkpoint` may have rescaled them)."""
         path = Path(self.broadcast(checkpoint_path))
         checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=weights_only)
         strict = self.lightning_module.strict_loading
@@ -142,13 +144,20 @@ class ModelParallel(ModelParallelStrategy):
         for name, layout in self._packed_rows().items():
             if name in state:
                 state[name] = sharded_rows(state[name], *layout)
-        sharded = _has_dtensor_modules(self.model)
-        if sharded:
+        if _has_dtensor_modules(self.model):
             set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True, strict=strict))
         else:
             self.model.load_state_dict(state, strict=strict)
+        return checkpoint
+
+    @property
+    def lightning_restore_optimizer(self) -> bool:
+        return True  # through `load_optimizer_state_dict`, after `on_load_checkpoint`
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        strict = self.lightning_module.strict_loading
         for optimizer, saved in zip(self.optimizers, checkpoint.get("optimizer_states") or [], strict=False):
-            if not sharded:  # one device's keys (positions): the pipeline's optimizers list every parameter
+            if not _has_dtensor_modules(self.model):  # one device's keys: pipeline ranks list every parameter
                 optimizer.load_state_dict(saved)
                 continue
             by_name = _keyed_by_name(saved, self.model, optimizer)
@@ -158,8 +167,6 @@ class ModelParallel(ModelParallelStrategy):
                         by_name["state"][name][key] = sharded_rows(value, *layout)
             options = StateDictOptions(full_state_dict=True, strict=strict)
             set_optimizer_state_dict(self.model, optimizer, optim_state_dict=by_name, options=options)
-        checkpoint.pop("optimizer_states", None)
-        return checkpoint
 
 
 def local_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
