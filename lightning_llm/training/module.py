@@ -128,7 +128,9 @@ class LanguageModelModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         if datamodule is not None:
             tokens = datamodule.batch_size * datamodule.block_size
-            self.flops_per_batch = self.model.flops_per_token(datamodule.block_size) * tokens
+            # per device: a batch's work is split over the tensor-parallel ranks and pipeline stages reading it
+            share = data_parallel_size(self.trainer) / self.trainer.world_size
+            self.flops_per_batch = int(self.model.flops_per_token(datamodule.block_size) * tokens * share)
 
     # -- divergence --------------------------------------------------------------------------------------
     def last_good_checkpoint(self) -> str | None:
