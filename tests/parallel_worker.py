@@ -17,29 +17,27 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
-from lightning_llm.finetune import LoRA, NoFinetuning
+from lightning_llm.finetune import Adapter, FinetuneMethod, LoRA, NoFinetuning, PromptTuning
 from lightning_llm.models import BERT, GPT, T5
 from lightning_llm.models.parallel import canonical_rows
 from lightning_llm.objectives import CausalLM, MaskedLM, SpanCorruption
 from lightning_llm.training.module import LanguageModelModule
 from lightning_llm.training.parallel import parallel_trainer
 
-VOCAB, ROWS, LENGTH = 96, 4, 16
-SHAPE = dict(vocab_size=VOCAB, block_size=LENGTH, n_layer=2, n_head=4, n_embd=32)
+VOCAB, ROWS, LENGTH, VIRTUAL_TOKENS = 96, 4, 16, 4
+SHAPE = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32)
+LLAMA = dict(n_kv_head=2, activation="silu", gated=True, norm="rmsnorm", positions="rope", bias=False)
 FAMILIES = {
-    "llama": lambda tied: GPT(
-        **SHAPE,
-        n_kv_head=2,
-        activation="silu",
-        gated=True,
-        norm="rmsnorm",
-        positions="rope",
-        bias=False,
-        tie_embeddings=tied,
-    ),
-    "gpt2": lambda tied: GPT(**SHAPE, tie_embeddings=tied),
-    "bert": lambda tied: BERT(**SHAPE, tie_embeddings=tied),
-    "t5": lambda tied: T5(**SHAPE, tie_embeddings=tied),
+    "llama": lambda **kw: GPT(**SHAPE, **LLAMA, **kw),
+    "gpt2": lambda **kw: GPT(**SHAPE, **kw),
+    "bert": lambda **kw: BERT(**SHAPE, **kw),
+    "t5": lambda **kw: T5(**SHAPE, **kw),
+}
+FINETUNE: dict[str, FinetuneMethod] = {
+    "none": NoFinetuning(),
+    "lora": LoRA(rank=4, target_modules=["*attn.qkv", "*attn.proj", "*mlp.fc"]),
+    "adapter": Adapter(size=8),
+    "prompt": PromptTuning(num_virtual_tokens=VIRTUAL_TOKENS),
 }
 OBJECTIVES = {"llama": CausalLM, "gpt2": CausalLM, "bert": MaskedLM, "t5": SpanCorruption}
 
@@ -108,7 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--epoch", type=int, default=3, help="batches per epoch and data-parallel rank")
     parser.add_argument("--untied", action="store_true")
-    parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--finetune", default="none", choices=sorted(FINETUNE))
     parser.add_argument("--sequence-parallel", type=int, default=1)
     parser.add_argument("--save")
     parser.add_argument("--resume")
@@ -116,13 +114,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = FAMILIES[args.family](not args.untied)
-    finetune = LoRA(rank=4, target_modules=["*attn.qkv", "*attn.proj", "*mlp.fc"]) if args.lora else NoFinetuning()
+    length = LENGTH + (VIRTUAL_TOKENS if args.finetune == "prompt" else 0)
+    model = FAMILIES[args.family](block_size=length, tie_embeddings=not args.untied)
+    finetune = FINETUNE[args.finetune]
     finetune.apply(model)
-    if args.lora:  # a trained-looking update (LoRA's B starts at zero)
-        for name, param in model.named_parameters():
-            if name.endswith("lora_b"):
-                param.data.normal_(std=0.02, generator=torch.Generator().manual_seed(len(name)))
+    for name, param in model.named_parameters():  # trained-looking updates (LoRA's B, adapters' up start at 0)
+        if param.requires_grad and not param.detach().any():
+            param.data.normal_(std=0.02, generator=torch.Generator().manual_seed(len(name)))
     module = LanguageModelModule(
         model,
         OBJECTIVES[args.family](),

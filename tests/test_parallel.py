@@ -127,14 +127,31 @@ def differences(ranks: list[dict], single: dict, data_parallel: int = 1, tensor:
 def test_tensor_parallel_equals_one_process(family, sequence_parallel, tmp_path, one_process):
     split = ("--layout", "tp", "--devices", "2", "--sequence-parallel", sequence_parallel)
     found = differences(run_worker(tmp_path, "--family", family, *split), one_process("--family", family))
+    print({k: f"{v:.2g}" for k, v in found.items()})  # the figures, with pytest -s
     assert max(found.values()) <= TOLERANCE, found
 
 
 @pytest.mark.slow
-def test_lora_under_tensor_parallel_equals_one_process(tmp_path, one_process):
-    """LoRA on the fused [q | k | v], the output projection and the gated MLP: its factors split with them."""
-    args = ("--family", "llama", "--lora")
-    found = differences(run_worker(tmp_path, *args, "--layout", "tp", "--devices", "2"), one_process(*args))
+@pytest.mark.parametrize(
+    ("method", "layout", "devices"),
+    [
+        ("lora", "tp", "2"),
+        ("adapter", "tp", "2"),
+        ("prompt", "tp", "2"),
+        ("adapter", "pp", "2"),
+        ("lora", "fsdp_tp", "4"),
+    ],
+)
+def test_fine_tuning_methods_split_with_the_model(method, layout, devices, tmp_path, one_process):
+    """LoRA on the fused [q | k | v], the output projection and the gated MLP (its factors split with them);
+    adapters (replicated, on sequence shards under sequence parallel); prompt tuning's prefix (before the first
+    block: whole on every rank)."""
+    args = ("--family", "llama", "--untied", "--finetune", method)
+    ranks = run_worker(tmp_path, *args, "--layout", layout, "--devices", devices)
+    data_parallel = 2 if layout == "fsdp_tp" else 1
+    reference = one_process(*args, "--merge", str(data_parallel))
+    found = differences(ranks, reference, data_parallel=data_parallel, tensor=2 if layout == "fsdp_tp" else 1)
+    print({k: f"{v:.2g}" for k, v in found.items()})  # the figures, with pytest -s
     assert max(found.values()) <= TOLERANCE, found
 
 
@@ -144,6 +161,7 @@ def test_fsdp_with_tensor_parallel_2x2_equals_one_process(tmp_path, one_process)
     groups' batches at once."""
     ranks = run_worker(tmp_path, "--family", "llama", "--layout", "fsdp_tp", "--devices", "4", "--tp", "2")
     found = differences(ranks, one_process("--family", "llama", "--merge", "2"), data_parallel=2, tensor=2)
+    print({k: f"{v:.2g}" for k, v in found.items()})  # the figures, with pytest -s
     assert max(found.values()) <= TOLERANCE, found
 
 
@@ -154,6 +172,7 @@ def test_pipeline_parallel_equals_one_process(family, schedule, tmp_path, one_pr
     args = ("--family", family, "--untied")
     ranks = run_worker(tmp_path, *args, "--layout", "pp", "--devices", "2", "--schedule", schedule)
     found = differences(ranks, one_process(*args))
+    print({k: f"{v:.2g}" for k, v in found.items()})  # the figures, with pytest -s
     assert max(found.values()) <= TOLERANCE, found
 
 
