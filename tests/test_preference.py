@@ -271,7 +271,8 @@ def test_dpo_resumes_exactly(sft_checkpoint, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("objective", ["simpo", "orpo", "kto"])
 def test_other_preference_objectives_train(sft_checkpoint, cache_dir, tmp_path, objective):
-    extra = ["data.unpaired=true", "finetune=lora"] if objective == "kto" else ["finetune=full"]
+    kto = ["data=stdlib_preferences_unpaired", "finetune=full", "objective.precompute_reference=true"]
+    extra = kto if objective == "kto" else ["finetune=full"]
     args = [
         *dpo_args(sft_checkpoint, *extra),
         f"objective={objective}",
