@@ -54,7 +54,7 @@ def test_wandb_goes_offline_without_a_key(tmp_path, cache_dir, monkeypatch):
 
 
 # -- one command surface (issue 28, items 3 and 4) ---------------------------------------------------------------
-VERBS = ("train", "eval", "generate", "chat", "inspect", "export", "merge", "report", "serve")
+VERBS = ("train", "eval", "generate", "chat", "inspect", "export", "merge", "report", "serve", "dashboard", "score")
 FREE_TEXT = ["f(x)", "x = 1", "it's", "[list]", "${oops}", "a, b", "key=value", 'say "hi"']
 
 

@@ -30,6 +30,8 @@ VERBS = {
     "merge": ("lightning_llm.cli.merge", "fold a LoRA/adapter/prompt checkpoint into its base"),
     "report": ("lightning_llm.cli.report", "rebuild a run's or sweep's report.md/report.html, or compare runs"),
     "serve": ("lightning_llm.cli.serve", "an OpenAI-compatible server (batched, streaming) and a chat page"),
+    "dashboard": ("lightning_llm.cli.dashboard", "a W&B workspace (dashboards as code) built from what the runs log"),
+    "score": ("lightning_llm.cli.score", "score texts with a reward model (objective=reward): --text TEXT"),
 }
 #: verbs whose words are Hydra's command line of conf/train.yaml, with what each puts first
 HYDRA_VERBS = {"train": [], "eval": ["train=false"]}
