@@ -27,11 +27,13 @@ def choose_tokenizer(cfg: DictConfig, pretrained: Pretrained | None) -> dict[str
 
 
 def tokenizer_record(cfg: DictConfig, pretrained: Pretrained | None, datamodule: LLMDataModule) -> dict[str, Any]:
-    """Which tokenizer the run used, named by where it came from, for results.json and the report (it said
-    `tokenizer: bpe` and a path of "None" for a checkpoint's Hugging Face tokenizer)."""
+    """Which tokenizer the run used, named by where it came from (`pretrained`: the checkpoint it came with,
+    model.pretrained's or a distillation teacher's), for results.json and the report (it said `tokenizer: bpe` and a
+    path of "None" for a checkpoint's Hugging Face tokenizer)."""
     tokenizer = datamodule.tokenizer
-    if pretrained is not None and pretrained.tokenizer is not None:
-        source, kind = pretrained.source, "the checkpoint's (model.pretrained)"
+    if pretrained is not None and pretrained.tokenizer is not None:  # model.pretrained's, or a distillation teacher's
+        key = "model.pretrained" if cfg.model.get("pretrained") else "objective.teacher"
+        source, kind = pretrained.source, f"the checkpoint's ({key})"
     elif cfg.tokenizer.type == "hf":
         source, kind = str(cfg.tokenizer.get("path") or cfg.model.get("pretrained")), "Hugging Face (tokenizer=hf)"
     else:
