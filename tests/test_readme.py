@@ -114,7 +114,9 @@ def test_every_readme_command_runs(tmp_path, cache_dir):
                 extra.append("hydra.sweeper.n_trials=2")
             if "eval=offline" in command:  # the tiny model's context is 32 tokens
                 extra += ["eval.tasks.memorization.prefix_tokens=8", "eval.tasks.memorization.suffix_tokens=8"]
-            run_dir = "hydra.sweep.dir=logs/sweep" + str(n) if "-m" in args else f"hydra.run.dir=logs/runs/r{n}"
+            named = [w for w in words[2:] if w.startswith("hydra.run.dir=") and "logs/runs/base" not in w]
+            run_dir = named[0] if named else f"hydra.run.dir=logs/runs/r{n}"  # later commands read a named folder
+            run_dir = "hydra.sweep.dir=logs/sweep" + str(n) if "-m" in args else run_dir
             result = run_cli(*args, *extra, run_dir, f"paths.cache_dir={cache_dir}", cwd=tmp_path)
         else:
             import subprocess
