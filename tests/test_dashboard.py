@@ -4,28 +4,18 @@ run logs or a setting of its config), offline written to a file, and saved (dire
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from lightning_llm.cli import dashboard
-from lightning_llm.cli.handler import run_command
+from lightning_llm.cli.main import main
 
 from .conftest import TINY, compose_config
 
 pytest.importorskip("wandb_workspaces")
 
 from lightning_llm.report.dashboards import RunKeys, build_workspace, panel_keys, read_keys, spec_of  # noqa: E402
-
-
-def main(words: list[str]) -> int:
-    """`lightning-llm dashboard WORDS` as cli.main runs a verb: its parser, then its run under the one handler."""
-    parser = argparse.ArgumentParser()
-    dashboard.add_arguments(parser)
-    args = parser.parse_intermixed_args(words[1:])
-    return run_command(lambda: dashboard.run(args))
 
 
 @pytest.fixture(scope="module")
