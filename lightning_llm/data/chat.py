@@ -58,7 +58,7 @@ def render(source: str, messages: list[dict[str, str]], special: dict[str, str],
         template = env.from_string(source)
         return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **special)
     except TemplateError as err:
-        raise ConfigError(f"the chat template cannot render a conversation of the data: {err}") from err
+        raise ConfigError(f"the chat template cannot render the conversation: {err}") from err
 
 
 def messages_of(value: Any, column: str) -> list[dict[str, str]]:

@@ -1,20 +1,13 @@
-"""Chat templates: a checkpoint's own (Hugging Face `chat_template`, rendered with Jinja in a sandbox as
-transformers does) or a plain one for models that have none."""
+"""Chat templates at inference: a checkpoint's own (Hugging Face `chat_template`) or the plain one for models that
+have none, rendered as training rendered them (`data.chat`: Jinja in a sandbox, as transformers does)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_llm.errors import ConfigError
+from lightning_llm.data.chat import TEMPLATES, render
 
-PLAIN_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n"
-    "{% else %}Assistant: {{ message['content'] }}\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
-)
 PLAIN_STOPS = ("\nUser:", "\nAssistant:")
 
 
@@ -30,20 +23,7 @@ class ChatTemplate:
         self, messages: list[dict[str, str]], special: dict[str, Any], add_generation_prompt: bool = True
     ) -> str:
         """The prompt for `messages` ({role, content}), as transformers' apply_chat_template renders it."""
-        from jinja2 import TemplateError
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message: str) -> None:
-            raise TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-        env.globals["raise_exception"] = raise_exception
-        try:
-            template = env.from_string(self.source)
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **special)
-        except TemplateError as err:
-            raise ConfigError(f"the chat template cannot render this conversation: {err}") from err
+        return render(self.source, messages, special, add_generation_prompt)
 
 
 def chat_template(own: str | None, override: str | None) -> ChatTemplate:
@@ -52,4 +32,4 @@ def chat_template(own: str | None, override: str | None) -> ChatTemplate:
         return ChatTemplate(override)
     if own:
         return ChatTemplate(own)
-    return ChatTemplate(PLAIN_TEMPLATE, PLAIN_STOPS, plain=True)
+    return ChatTemplate(TEMPLATES["plain"], PLAIN_STOPS, plain=True)
