@@ -259,14 +259,15 @@ def test_tensor_parallel_run_composes_and_its_checkpoint_serves_one_device(tmp_p
 @pytest.mark.slow
 @pytest.mark.integration
 def test_pipeline_run_composes_and_fine_tunes_with_lora(tmp_path, cache_dir):
-    """trainer=pp (GPipe) with bf16-mixed and activation checkpointing trains, joins its stages for the eval
-    suite and samples; its last.ckpt fine-tunes with LoRA on (prompt, response) pairs, each batch as long as its
-    longest, under trainer=pp again and under trainer=tp."""
+    """trainer=pp (GPipe) with token shards, bf16-mixed and activation checkpointing trains, joins its stages for
+    the eval suite and samples; its last.ckpt fine-tunes with LoRA on (prompt, response) pairs, each batch as long
+    as its longest, under trainer=pp again and under trainer=tp."""
     base = _cli(
         tmp_path / "base",
         cache_dir,
         "trainer=pp",
         "trainer.pipeline_schedule=gpipe",
+        "data.format=shards",
         "precision=bf16-mixed",
         "model.activation_checkpointing=true",
         "eval=offline",

@@ -97,33 +97,34 @@ class ShardedLinear(ParallelStyle):
         self.local_output = local_output
         self.input = Replicate() if by == "columns" else Shard(-1)
 
-    def _placement(self, param: nn.Parameter, is_own: bool, is_bias: bool, linear: nn.Linear) -> tuple[Placement, bool]:
-        """Where a parameter of the projection goes, and whether its rows are reordered rank by rank."""
+    @staticmethod
+    def _side(param: nn.Parameter, name: str, owner: nn.Module, linear: nn.Linear) -> str:
+        """What a parameter of the projection is: the linear's "weight", or a tensor on its "output" side (the
+        bias, LoRA's B: one row per output feature) or its "input" side (LoRA's A: one column per input)."""
         out_features, in_features = linear.out_features, linear.in_features
-        if is_own:
-            output_side = True if is_bias else None
-        elif param.ndim == 2 and param.shape[0] == out_features and param.shape[1] != in_features:
-            output_side = True
-        elif param.ndim == 2 and param.shape[1] == in_features and param.shape[0] != out_features:
-            output_side = False
-        else:
-            raise ConfigError(
-                f"a weight of shape {tuple(param.shape)} beside a {in_features}->{out_features} projection is "
-                "neither on its input nor its output side: tensor parallel cannot split it"
-            )
-        if self.by == "columns":  # the output features are split: the weight's rows, an output-side factor's rows
-            return (Replicate(), False) if output_side is False else (Shard(0), True)
-        if output_side:  # by rows: the bias and an output-side factor are whole on every rank
-            return Replicate(), False
-        return Shard(1), False  # the weight's and an input-side factor's columns
+        if owner is linear:
+            return "weight" if name == "weight" else "output"
+        if param.ndim == 2 and param.shape[0] == out_features and param.shape[1] != in_features:
+            return "output"
+        if param.ndim == 2 and param.shape[1] == in_features and param.shape[0] != out_features:
+            return "input"
+        raise ConfigError(
+            f"a weight of shape {tuple(param.shape)} beside a {in_features}->{out_features} projection is neither "
+            "on its input nor its output side: tensor parallel cannot split it"
+        )
+
+    def _placement(self, side: str) -> tuple[Placement, bool]:
+        """Where a parameter on that side goes, and whether its rows are reordered rank by rank (fused parts)."""
+        if self.by == "columns":  # output features split: the weight's and the output side's rows
+            return (Replicate(), False) if side == "input" else (Shard(0), True)
+        return (Replicate(), False) if side == "output" else (Shard(1), False)  # by rows: input features split
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         linear, size = _linear_of(module), device_mesh.size()
         packed: PackedRows = {}
         for owner_name, owner in module.named_modules():
             for name, param in list(owner.named_parameters(recurse=False)):
-                is_own = owner is linear
-                placement, reorder = self._placement(param, is_own, is_own and name == "bias", linear)
+                placement, reorder = self._placement(self._side(param, name, owner, linear))
                 data = param.detach()
                 if reorder and self.parts:
                     data = sharded_rows(data, self.parts, size)
