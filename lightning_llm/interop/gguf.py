@@ -174,7 +174,7 @@ def write_tokenizer(writer: Any, folder: Path, n_vocab: int, model_type: str | N
         if config["model"]["type"] == "BPE" and config["model"].get("byte_fallback"):
             if importlib.util.find_spec("transformers") is None:  # gguf reads this tokenizer through it
                 raise ConfigError(
-                    "a Hugging Face Llama tokenizer goes into GGUF through transformers: pip install 'lightning-llm[gguf]'"
+                    "a Hugging Face Llama tokenizer needs transformers here: pip install 'lightning-llm[gguf]'"
                 )
             vocab, pre = gguf.LlamaHfVocab(folder), None
         elif (config.get("pre_tokenizer") or {}).get("type") == "ByteLevel" and model_type != "qwen2":
