@@ -16,6 +16,7 @@ import torch
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.training.energy import EnergyMeter, take_meter
+from lightning_llm.training.parallel import data_parallel_size
 from lightning_llm.training.peaks import device_name, device_peak_flops, precision_dtype
 
 log = get_logger(__name__)
@@ -121,7 +122,8 @@ class ComputeMonitor(pl.Callback):
     ) -> None:
         model = getattr(pl_module, "model", None)
         if self._started is not None and isinstance(batch, dict) and hasattr(model, "flops_per_token"):
-            self._flops += batch_flops(model, batch) * trainer.world_size
+            # every data-parallel replica trains a batch like this one; a model-parallel group shares one
+            self._flops += batch_flops(model, batch) * data_parallel_size(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
