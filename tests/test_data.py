@@ -336,3 +336,19 @@ def test_under_ddp_each_process_resumes_its_own_share():
     single.set_epoch(3)
     assert sorted(first + second) == sorted(list(single)[:102])
     assert share(0, skip=8) == first[8:] and share(1, skip=8) == second[8:]
+
+
+def test_preference_pairs_end_on_any_corpus():
+    """A corpus of one module (no 'other' summary exists) or a summary of one repeated word (no shuffle differs):
+    the pair builder looped forever on both; such rows are left out."""
+    from lightning_llm.data.synthetic import summary_pairs
+
+    one_module = [{"module": "m", "summary": f"adds {i} to numbers", "code": "...", "source": "m.py"} for i in range(3)]
+    assert list(summary_pairs(one_module)) == []
+    repeated = {"module": "n", "summary": "go go go", "code": "...", "source": "n.py"}
+    assert list(summary_pairs([*one_module, repeated])) == []
+    another = {"module": "n", "summary": "splits a path", "code": "...", "source": "n.py"}
+    pairs = list(summary_pairs([*one_module, repeated, another]))
+    assert len(pairs) == 4 and [p["other"] for p in pairs[:3]] == ["splits a path"] * 3
+    for pair in pairs:
+        assert pair["shuffled"] != pair["chosen"] and sorted(pair["shuffled"].split()) == sorted(pair["chosen"].split())

@@ -108,24 +108,37 @@ def summary_pairs(functions: Iterable[dict[str, str]], seed: int = 0) -> Iterato
     in another order, `other` the summary of a function of another module (both drawn with a fixed seed; never the
     chosen text). Preferring `chosen` to `shuffled` is learnable from the responses alone; to `other`, only by reading
     the code."""
-    rows = [row for row in functions if len(row["summary"].split()) >= 3]
+    # two different words at least, so that a shuffle can differ from the summary
+    rows = [row for row in functions if len(row["summary"].split()) >= 3 and len(set(row["summary"].split())) > 1]
     rng = random.Random(f"summary_pairs-{seed}")
     for row in rows:
         words = row["summary"].split()
         shuffled = list(words)
         while shuffled == words:
             rng.shuffle(shuffled)
-        while True:
-            other = rows[rng.randrange(len(rows))]
-            if other["module"] != row["module"] and other["summary"] != row["summary"]:
-                break
+        other = _other_summary(rows, row, rng)
+        if other is None:  # no function of another module with another summary (a corpus of one module)
+            continue
         yield {
             "prompt": f"{row['code']}\n# Summary:",
             "chosen": row["summary"],
             "shuffled": " ".join(shuffled),
-            "other": other["summary"],
+            "other": other,
             "source": row["source"],
         }
+
+
+def _other_summary(rows: list[dict[str, str]], row: dict[str, str], rng: random.Random) -> str | None:
+    """The summary of a function of another module, drawn at random (a scan when draws keep missing), or None."""
+
+    def fits(candidate: dict[str, str]) -> bool:
+        return candidate["module"] != row["module"] and candidate["summary"] != row["summary"]
+
+    for _ in range(64):
+        candidate = rows[rng.randrange(len(rows))]
+        if fits(candidate):
+            return candidate["summary"]
+    return next((candidate["summary"] for candidate in rows if fits(candidate)), None)
 
 
 SYNTHETIC_TABLES: dict[str, Callable[..., list[dict[str, Any]]]] = {"fairness_hiring": fairness_hiring}
