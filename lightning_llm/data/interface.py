@@ -64,6 +64,11 @@ class LLMDataModule(pl.LightningDataModule, ABC):
         """The validation split, one example per index (data of examples, not of packed text)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no validation examples")
 
+    def sample_prompts(self, count: int) -> list[str]:
+        """Up to `count` held-out prompts in the task's own format (as its training rows render them), for the
+        samples a run writes; none of its own (text to continue): the sample callback's prompt."""
+        return []
+
     @abstractmethod
     def _train_loader(self) -> DataLoader:
         """The shuffled training batches, before `wrap_train_loader`."""
