@@ -9,6 +9,8 @@ And one embedded task table, for fine-tuning:
 - `stdlib_functions`: one row per documented standard-library function: its code without the docstring
   (`code`), the docstring's first line (`summary`), the whole docstring (`docstring`) and its top-level
   module (`module`). Code -> summary is a generation task; docstring -> module a classification task.
+- `arithmetic`: "12+7=" -> "19" for every pair of operands up to 19, in a seeded order (`data.arithmetic`): a
+  verifiable task for SFT, then GRPO with an exact-match reward.
 - `stdlib_preferences`: the same functions as preference pairs (`prompt`, `chosen`, and two rejected responses,
   `shuffled` and `other`; see `synthetic.summary_pairs`).
 """
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from lightning_llm.data.arithmetic import arithmetic_problems
 from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations, summary_pairs
 from lightning_llm.errors import ConfigError
 
@@ -129,6 +132,8 @@ _BUILDERS: dict[str, Callable[[], dict[str, Iterable[dict[str, str]]]]] = {
     # skewed synthetic data for fairness experiments (eval=fairness measures the skew a model picks up)
     "fairness_hiring": lambda: {"fairness_hiring": fairness_hiring("reference")},
     "fairness_occupations": lambda: {"fairness_occupations": ({"text": t} for t in fairness_occupations().reference)},
+    # a verifiable task for SFT then GRPO: "12+7=" -> "19", every problem with operands up to 19, seeded order
+    "arithmetic": lambda: {"arithmetic": arithmetic_problems()},
 }
 # Every embedded corpus: the built ones, whose files the others join in order
 EMBEDDED_CORPORA: dict[str, tuple[str, ...]] = {name: (name,) for name in _BUILDERS} | {

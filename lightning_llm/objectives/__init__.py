@@ -5,6 +5,7 @@ from lightning_llm.objectives.classify import SequenceClassification
 from lightning_llm.objectives.clm import CausalLM
 from lightning_llm.objectives.distill import Distillation, DistillationMixin, SupervisedDistillation
 from lightning_llm.objectives.dpo import DirectPreference
+from lightning_llm.objectives.grpo import GRPO
 from lightning_llm.objectives.kto import KTO
 from lightning_llm.objectives.mlm import MaskedLM
 from lightning_llm.objectives.orpo import ORPO
@@ -16,6 +17,7 @@ from lightning_llm.objectives.span import SpanCorruption
 
 __all__ = [
     "EXAMPLES",
+    "GRPO",
     "IGNORE_INDEX",
     "KTO",
     "ORPO",

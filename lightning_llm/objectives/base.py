@@ -106,6 +106,13 @@ class Objective:
         """Validation metrics, updated with (logits, labels) from `forward`."""
         return MetricCollection({})
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the objective's own state (e.g. GRPO's sampler RNG); tensors and plain data."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` from a checkpoint (before the first step of a resumed run)."""
+
     def sample(self, model: nn.Module, prompt: str, max_new_tokens: int, **sampling: Any) -> str:
         """Show what the model learned on `prompt` (a continuation, filled masks or spans)."""
         raise NotImplementedError

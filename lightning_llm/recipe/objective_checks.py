@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.checkpoints import describe_pretrained, is_hf_source, read_checkpoint
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import Family, get_family
-from lightning_llm.objectives import DistillationMixin, PreferenceObjective, RewardModel
+from lightning_llm.objectives import GRPO, DistillationMixin, PreferenceObjective, RewardModel
 from lightning_llm.tokenizers import HFTokenizer, Tokenizer, tokenizer_from_bytes
 
 #: Text both tokenizers of a distillation run must encode alike (prose, code, digits, whitespace, non-ASCII)
@@ -21,7 +21,7 @@ PROBE = (
 
 def post_training_objectives() -> tuple[type, ...]:
     """The objectives whose loss needs more than the model's token logits and labels."""
-    return (PreferenceObjective, RewardModel, DistillationMixin)
+    return (PreferenceObjective, RewardModel, DistillationMixin, GRPO)
 
 
 def check_post_training(cfg: DictConfig, student: Family) -> None:
@@ -38,7 +38,7 @@ def check_post_training(cfg: DictConfig, student: Family) -> None:
     if not issubclass(objective_cls, post_training_objectives()):
         return
     name = cfg.objective._target_.rsplit(".", 1)[-1]
-    if issubclass(objective_cls, PreferenceObjective) and not cfg.model.get("pretrained"):
+    if issubclass(objective_cls, PreferenceObjective | GRPO) and not cfg.model.get("pretrained"):
         raise ConfigError(
             f"objective {name} tunes a model that already answers and model.pretrained is not set: give "
             "model.pretrained=<an SFT run, .ckpt or Hugging Face folder>"
@@ -54,6 +54,30 @@ def check_post_training(cfg: DictConfig, student: Family) -> None:
         )
     if issubclass(objective_cls, DistillationMixin):
         check_teacher(cfg, student)
+    if issubclass(objective_cls, GRPO):
+        check_grpo(cfg)
+
+
+#: Strategies under which every process holds the whole model, so that each generates on its own
+REPLICATED = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "DDPStrategy")
+
+
+def check_grpo(cfg: DictConfig) -> None:
+    """GRPO generates inside the training step: the completions must fit the context, and each process must hold
+    the whole model (under FSDP, tensor or pipeline parallel a forward waits on the other ranks, whose generations
+    end at other steps)."""
+    new, block = int(cfg.objective.get("max_new_tokens", 16)), int(cfg.model.block_size)
+    if new >= block:
+        raise ConfigError(
+            f"objective.max_new_tokens={new} leaves no room for a prompt in model.block_size={block}: lower it"
+        )
+    strategy = cfg.trainer.get("strategy", "auto")
+    name = strategy.get("_target_", "").rsplit(".", 1)[-1] if isinstance(strategy, DictConfig) else str(strategy)
+    if name not in REPLICATED:
+        raise ConfigError(
+            f"objective=grpo generates in the training step, which trainer.strategy={name} cannot (a sharded "
+            "model's forward waits on ranks whose generations end elsewhere): use trainer=ddp or one device"
+        )
 
 
 def pretrained_tokenizer(source: str, key: str) -> Tokenizer | None:

@@ -305,6 +305,8 @@ class LanguageModelModule(pl.LightningModule):
         checkpoint["model_family"] = self.model.family
         checkpoint["model_config"] = self.model.config.to_dict()
         checkpoint["tokens_seen"] = self.tokens_seen
+        if objective_state := self.objective.state_dict():
+            checkpoint["objective_state"] = objective_state
         if self.privacy is not None:
             checkpoint["privacy"] = self.privacy.state_dict()
         if self.source_tokens is not None:
@@ -315,6 +317,8 @@ class LanguageModelModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        if "objective_state" in checkpoint:
+            self.objective.load_state_dict(checkpoint["objective_state"])
         if self.privacy is not None and "privacy" in checkpoint:
             self.privacy.load_state_dict(checkpoint["privacy"])
         if "source_tokens" in checkpoint:

@@ -20,7 +20,7 @@ from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.finetune import FinetuneMethod
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
-from lightning_llm.objectives import DistillationMixin, Objective, Reference, ReferencedObjective
+from lightning_llm.objectives import GRPO, DistillationMixin, Objective, Reference, ReferencedObjective
 
 log = get_logger(__name__)
 
@@ -76,6 +76,8 @@ def prepare_objective(
         parameters = sum(p.numel() for p in objective.teacher.parameters())
         log.info("teacher: %s (%s, %s parameters)", teacher.source, teacher.family, f"{parameters:,}")
         return {"teacher": {"source": teacher.source, "family": teacher.family, "parameters": parameters}}
+    if isinstance(objective, GRPO):
+        return bind_grpo(objective, model, finetune, device)
     if not isinstance(objective, ReferencedObjective):
         return {}
     if not objective.precompute_reference:
@@ -89,3 +91,18 @@ def prepare_objective(
     model.to(home)
     log.info("reference model: log-probabilities of %d examples computed before training", scored)
     return {"reference": f"precomputed for {scored} examples"}
+
+
+def bind_grpo(objective: GRPO, model: LanguageModel, finetune: FinetuneMethod, device: torch.device) -> dict[str, Any]:
+    """GRPO's reference for its KL penalty (none when objective.kl_beta is 0) and its rewards on `device`."""
+    for reward in objective.rewards:
+        if hasattr(reward, "prepare"):
+            reward.prepare(device)
+    done: dict[str, Any] = {"rewards": {reward.name: reward.weight for reward in objective.rewards}}
+    if not objective.kl_beta:
+        log.info("reference model: none (objective.kl_beta=0)")
+        return done | {"reference": "none (objective.kl_beta=0)"}
+    reference, how = reference_for(model, finetune)
+    objective.bind_reference(reference)
+    log.info("reference model: %s", how)
+    return done | {"reference": how}
