@@ -56,7 +56,11 @@ CASES = {
     # data that does not fit the objective (it failed in collation with IndexError, RuntimeError, TypeError)
     "sft-on-text": (
         ["objective=sft", "data=pydoc_topics"],
-        ["data=pydoc_topics gives packed blocks of text", "objective=clm", "data=sft or stdlib_summaries"],
+        [
+            "data=pydoc_topics gives packed blocks of text",
+            "objective=clm",
+            "sft or stdlib_summaries with objective=sft",
+        ],
     ),
     "classify-on-text": (
         ["model=bert", "objective=classify", "data=pydoc_topics"],
@@ -64,7 +68,7 @@ CASES = {
     ),
     "clm-on-pairs": (
         ["objective=clm", "data=stdlib_summaries"],
-        ["gives (prompt, response) pairs", "objective=sft with this data", "python_docs"],
+        ["gives (prompt, response) pairs", "sft with this data", "python_docs"],
     ),
     # the architecture from the config alone (it was a traceback around this line, after the tokenizer's work)
     "heads": (["model.n_head=3", "model.n_embd=128"], ["model.n_embd=128 is not divisible by model.n_head=3"]),

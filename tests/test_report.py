@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib.util
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import types
@@ -30,6 +28,8 @@ from lightning_llm.report import (
     write_sweep_report,
 )
 from lightning_llm.report.compare import config_differences
+
+from .browser import open_page
 
 FINAL_VAL_LOSS = 2.71828
 CONFIG = {
@@ -439,56 +439,11 @@ def test_report_quietly_turns_errors_into_a_warning(tmp_path, caplog):
     assert report_quietly(write_run_report, write_run(tmp_path / "run"))[0].name == "report.md"
 
 
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 def test_html_opens_in_headless_chromium(tmp_path):
-    chromium, playwright = find_chromium(), importlib.util.find_spec("playwright")
-    if chromium is None and playwright is None:
-        pytest.skip("no Chromium found (nor playwright): apt install chromium to run this check")
     page = write_run_report(write_run(tmp_path / "run", **FULL))[1]
     shot = tmp_path / "report.png"
-    try:
-        errors = open_with_playwright(page, shot)
-    except Exception as err:  # no playwright, or its browser is not installed: the system Chromium
-        if chromium is None:
-            pytest.skip(f"no Chromium found (playwright: {type(err).__name__}): apt install chromium to run this check")
-        errors = open_with_chromium(chromium, page, shot)
-    assert errors == []
+    assert open_page(page, shot) == []
     assert shot.is_file() and shot.stat().st_size > 10_000
-
-
-def open_with_playwright(page: Path, shot: Path) -> list[str]:
-    """Console errors, page errors and requests that leave the page, with a full-page screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch()
-        tab = browser.new_page(viewport={"width": 1200, "height": 900})
-        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-        tab.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else errors.append(r.url))
-        tab.goto(page.as_uri())
-        assert tab.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        tab.screenshot(path=str(shot), full_page=True)
-        browser.close()
-    return errors
-
-
-def open_with_chromium(chromium: str, page: Path, shot: Path) -> list[str]:
-    """The console lines `chromium --headless --screenshot` logs (a page without scripts logs none)."""
-    done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return [line for line in done.stderr.splitlines() if "CONSOLE" in line]
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ import torch
 from lightning_llm.inference import TextGenerator, chat_template, load_for_inference
 from lightning_llm.models.scoring import GenerationSettings
 
+from .browser import find_chromium, launch
 from .conftest import TINY, compose_config
-from .test_report import find_chromium
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
@@ -233,7 +233,7 @@ def test_the_chat_page_streams_a_reply_in_headless_chromium(gpt, tmp_path):
     expected = generated(gpt, prompt, rest, template.stops)
     errors: list[str] = []
     with serving(create_app(gpt, "tiny", template)) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = launch(playwright, chromium)
         tab = browser.new_page(viewport={"width": 900, "height": 600})
         tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         tab.on("pageerror", lambda e: errors.append(str(e)))
