@@ -17,14 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+import numpy as np
 
 from lightning_llm.data.chat import messages_of, prompt_and_reply, special_strings, template_source
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
 from lightning_llm.data.datamodule import resolve_tokenizer
-from lightning_llm.data.interface import LLMDataModule
+from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
 from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
-from lightning_llm.data.sampling import fixed_batches, train_loader
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -62,9 +61,11 @@ def missing_column(column: str, path: str, columns: list[str]) -> ConfigError:
     )
 
 
-class PreferenceDataModule(LLMDataModule):
+class PreferenceDataModule(ExampleDataModule):
     """Pairs (`chosen_column`, `rejected_column`), or judged examples (`completion_column` with `label_column`, or
-    pairs with `unpaired`)."""
+    pairs with `unpaired`). A pair (and a judged example with its KL row) is two rows of the model."""
+
+    copies = 2
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class PreferenceDataModule(LLMDataModule):
         chat_template: str | None = None,
         block_size: int = 256,
         batch_size: int = 8,
+        max_tokens: int | str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 1234,
         max_examples: int | None = None,
@@ -90,7 +92,7 @@ class PreferenceDataModule(LLMDataModule):
     ) -> None:
         self.check_settings({"label_column": label_column, "unpaired": unpaired})  # columns: checked as they load
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        super().__init__(objective, block_size, batch_size, num_workers)
+        super().__init__(objective, block_size, batch_size, num_workers, max_tokens)
         self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.columns = {"prompt": prompt_column, "chosen": chosen_column, "rejected": rejected_column}
@@ -98,8 +100,6 @@ class PreferenceDataModule(LLMDataModule):
         self.chat_template = chat_template
         self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
         self.cache_dir = Path(cache_dir)
-        self._examples: dict[str, Any] = {}
-        self._val_batches: list | None = None
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
@@ -115,6 +115,7 @@ class PreferenceDataModule(LLMDataModule):
                 "data.unpaired=true splits pairs into judged examples and data.label_column reads judged examples: "
                 "set one of them"
             )
+        check_max_tokens(settings.get("max_tokens"))
         path, cache_dir = settings.get("path"), settings.get("cache_dir")
         columns = first_row_columns(str(path), Path(cache_dir)) if path and cache_dir else None
         wanted = (
@@ -200,6 +201,7 @@ class PreferenceDataModule(LLMDataModule):
         train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
         responses = ["response"] if self.judged else ["chosen", "rejected"]
         self.train_texts = list(train["prompt"]) + [t for key in responses for t in train[key]]
+        self.keep_sample_prompts(list(dict.fromkeys(val.select(range(min(len(val), 2 * SAMPLE_PROMPTS)))["prompt"])))
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, list(self.train_texts), train._fingerprint, self.objective, self.cache_dir
         )
@@ -213,6 +215,7 @@ class PreferenceDataModule(LLMDataModule):
             "prompt_tokens_mean": round(sum(map(len, train_part["prompt_ids"])) / len(train_part), 1),
             **({"desirable": int(sum(train_part["label"]))} if self.judged else {}),
         }
+        self.describe_batches()
 
     def _tokenize(self, part, responses: list[str], tokenizer_key: str):
         """Token ids of the prompts and responses; a judged example also gets `kl_response_ids`, the next
@@ -234,19 +237,8 @@ class PreferenceDataModule(LLMDataModule):
     def fit_context(self, model: LanguageModel) -> None:
         """Examples are truncated to the model's context by the objective: nothing to check."""
 
-    def train_examples(self):
-        return self._examples["train"]
-
-    def val_examples(self):
-        """The validation split, one example per index."""
-        return self._examples["val"]
-
-    def _train_loader(self) -> DataLoader:
-        return train_loader(self, self._examples["train"], self.objective.collate)
-
-    def val_dataloader(self) -> DataLoader:
-        if self._val_batches is None:
-            self._val_batches = fixed_batches(
-                self._examples["val"], self.objective.collate, self.batch_size, self.split_seed
-            )
-        return DataLoader(self._val_batches, batch_size=None, shuffle=False)
+    def row_lengths(self, part) -> np.ndarray:
+        responses = [
+            c for c in ("chosen_ids", "rejected_ids", "response_ids", "kl_response_ids") if c in part.column_names
+        ]
+        return list_lengths(part, "prompt_ids") + np.max([list_lengths(part, c) for c in responses], axis=0)

@@ -11,15 +11,47 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
-def fixed_batches(examples, collate, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+def fixed_batches(
+    examples, collate, batch_size: int, seed: int, batches: list[list[int]] | None = None
+) -> list[dict[str, torch.Tensor]]:
     """Collate `examples` once under a fixed seed: random masks or spans are then the same at every
-    evaluation, so validation losses compare across steps and runs."""
+    evaluation, so validation losses compare across steps and runs. `batches`: the rows of each batch (default:
+    `batch_size` consecutive rows)."""
+    if batches is None:
+        batches = [
+            list(range(start, min(start + batch_size, len(examples)))) for start in range(0, len(examples), batch_size)
+        ]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return [
-            collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
-            for start in range(0, len(examples), batch_size)
-        ]
+        return [collate([examples[i] for i in rows]) for rows in batches]
+
+
+def pack_by_tokens(
+    order: np.ndarray, lengths: np.ndarray, max_tokens: int, max_rows: int, copies: int = 1
+) -> list[list[int]]:
+    """Consecutive rows of `order` into batches of at most `max_rows` rows whose padded size (rows x `copies` x
+    the longest row) stays within `max_tokens`; a row longer than that alone makes a batch."""
+    batches: list[list[int]] = []
+    rows: list[int] = []
+    longest = 0
+    for i in order.tolist():
+        wider = max(longest, int(lengths[i]))
+        if rows and (len(rows) >= max_rows or (len(rows) + 1) * copies * wider > max_tokens):
+            batches.append(rows)
+            rows, wider = [], int(lengths[i])
+        rows.append(i)
+        longest = wider
+    return [*batches, rows] if rows else batches
+
+
+def sorted_token_batches(
+    lengths: np.ndarray, max_tokens: int, max_rows: int, seed: int, copies: int = 1
+) -> list[list[int]]:
+    """Validation batches bounded by tokens: rows sorted by length (little padding), the batches in a seeded random
+    order, so that the first few (a bounded validation) are not only the shortest rows."""
+    batches = pack_by_tokens(np.argsort(lengths, kind="stable"), lengths, max_tokens, max_rows, copies)
+    order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [batches[i] for i in order]
 
 
 class ResumableSampler(DistributedSampler):
@@ -51,6 +83,70 @@ class ResumableSampler(DistributedSampler):
     def __len__(self) -> int:
         return self.num_examples // self.num_replicas
 
+    def resume_after(self, batches: int, batch_size: int) -> None:
+        """Skip what a resumed epoch's first `batches` batches of `batch_size` rows trained on."""
+        self.skip = batches * batch_size
+
+
+#: Rows are sorted by length within windows of this many batches' rows: batches of similar lengths (little
+#: padding) while an epoch's order stays random
+BUCKET_BATCHES = 50
+
+
+class TokenBudgetSampler(ResumableSampler):
+    """Batches bounded by tokens (`data.max_tokens`): up to `max_rows` rows, fewer where their padded size (rows x
+    `copies` x the longest) would pass `max_tokens`, so memory follows the data rather than the longest row. An
+    epoch shuffles the rows (seeded by seed and epoch), sorts windows of BUCKET_BATCHES batches' rows by length,
+    packs them and shuffles the batches; under DDP each process takes every r-th batch (as many each). Yields a
+    batch's row indices (for `RowBatches`); being a DistributedSampler, Lightning keeps it, and a resumed epoch
+    skips the batches it trained."""
+
+    def __init__(self, lengths: np.ndarray, max_tokens: int, max_rows: int, seed: int, copies: int = 1) -> None:
+        super().__init__(len(lengths), seed)
+        self.lengths, self.max_tokens, self.max_rows, self.copies = np.asarray(lengths), max_tokens, max_rows, copies
+        self._planned: tuple[int, list[list[int]]] | None = None
+
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of this epoch, all processes together (rebuilt identically from seed and epoch)."""
+        if self._planned is None or self._planned[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.num_examples, generator=generator).numpy()
+            window = self.max_rows * BUCKET_BATCHES
+            batches = []
+            for start in range(0, len(order), window):
+                part = order[start : start + window]
+                part = part[np.argsort(self.lengths[part], kind="stable")]
+                batches += pack_by_tokens(part, self.lengths, self.max_tokens, self.max_rows, self.copies)
+            shuffled = torch.randperm(len(batches), generator=generator).tolist()
+            self._planned = (self.epoch, [batches[i] for i in shuffled])
+        return self._planned[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.epoch_batches()
+        share = len(batches) // self.num_replicas
+        mine = batches[: share * self.num_replicas][self.rank :: self.num_replicas][self.skip :]
+        self.skip = 0
+        return iter(mine)
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches()) // self.num_replicas
+
+    def resume_after(self, batches: int, batch_size: int) -> None:
+        self.skip = batches
+
+
+class RowBatches(Dataset):
+    """A dataset of rows read a batch at a time: index = a list of row indices (what TokenBudgetSampler yields)."""
+
+    def __init__(self, rows: Dataset) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, indices: list[int]) -> list:
+        return [self.rows[i] for i in indices]
+
 
 class RandomWindowSampler(ResumableSampler):
     """nanoGPT's sampling: each example is a window starting at a uniformly random token (any offset, not a
@@ -69,14 +165,23 @@ def train_loader(
     datamodule: pl.LightningDataModule, dataset: Dataset, collate, sampler: ResumableSampler | None = None
 ) -> DataLoader:
     """The shuffled training loader; on a resumed fit it continues the interrupted epoch where it stopped."""
-    sampler = sampler or ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
+    if sampler is None:
+        sampler = ResumableSampler(len(dataset), torch.initial_seed() % 2**31)
     trainer = datamodule.trainer
     if trainer is not None:
         sampler.distribute(trainer.world_size, trainer.global_rank)
         sampler.set_epoch(trainer.current_epoch)
         # batches whose optimizer step was taken (a checkpoint written by an interrupt at the end of a batch has
         # it processed but not yet completed: counting completed ones trained that batch twice)
-        sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed * datamodule.batch_size
+        sampler.resume_after(trainer.fit_loop.epoch_loop.batch_progress.current.processed, datamodule.batch_size)
+    if isinstance(sampler, TokenBudgetSampler):  # the sampler makes the batches
+        return DataLoader(
+            RowBatches(dataset),
+            batch_size=None,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=datamodule.num_workers,
+        )
     return DataLoader(
         dataset,
         batch_size=datamodule.batch_size,

@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+import numpy as np
 
 from lightning_llm.data.chat import messages_of, special_strings, template_source, turns
 from lightning_llm.data.datamodule import resolve_tokenizer
-from lightning_llm.data.interface import LLMDataModule
+from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
 from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
-from lightning_llm.data.sampling import fixed_batches, train_loader
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -29,7 +28,7 @@ def template_fields(template: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(template) if field]
 
 
-class SupervisedDataModule(LLMDataModule):
+class SupervisedDataModule(ExampleDataModule):
     """Examples for instruction tuning / seq2seq (`response_column`), chat tuning (`messages_column`: the loss on
     the assistant's turns only) or classification (`label_column`)."""
 
@@ -49,6 +48,7 @@ class SupervisedDataModule(LLMDataModule):
         split: str = "train",
         block_size: int = 256,
         batch_size: int = 16,
+        max_tokens: int | str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 1234,
         max_examples: int | None = None,
@@ -59,7 +59,7 @@ class SupervisedDataModule(LLMDataModule):
             {"response_column": response_column, "label_column": label_column, "messages_column": messages_column}
         )
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        super().__init__(objective, block_size, batch_size, num_workers)
+        super().__init__(objective, block_size, batch_size, num_workers, max_tokens)
         self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column
@@ -67,8 +67,6 @@ class SupervisedDataModule(LLMDataModule):
         self.labels, self.max_labels = list(labels) if labels else None, max_labels
         self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
         self.cache_dir = Path(cache_dir)
-        self._examples: dict[str, Any] = {}
-        self._val_batches: list | None = None
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
@@ -85,6 +83,7 @@ class SupervisedDataModule(LLMDataModule):
                 "set exactly one of data.response_column (generation), data.messages_column (conversations) and "
                 "data.label_column (classes)"
             )
+        check_max_tokens(settings.get("max_tokens"))
 
     def _rows(self):
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
@@ -151,6 +150,7 @@ class SupervisedDataModule(LLMDataModule):
         else:
             texts = list(train["prompt"]) + (list(train["response"]) if response else [])
         self.train_texts = texts  # prompts and responses of the training split
+        self.keep_sample_prompts(self._held_out_prompts(val))
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
         )
@@ -165,6 +165,23 @@ class SupervisedDataModule(LLMDataModule):
             "labels": self.labels,
             "prompt_tokens_mean": round(sum(map(len, self._examples["train"][first])) / len(train), 1),
         }
+        self.describe_batches()
+
+    def _held_out_prompts(self, val) -> list[str]:
+        """The first validation rows' prompts as training renders them (a conversation: up to its first reply)."""
+        rows = val.select(range(min(len(val), SAMPLE_PROMPTS)))
+        if not self.messages_column:
+            return list(rows["prompt"])
+        return [
+            "".join(p[: t.index(True)] if True in t else p)
+            for p, t in zip(rows["pieces"], rows["trained"], strict=True)
+        ]
+
+    def row_lengths(self, part) -> np.ndarray:
+        if "chat_ids" in part.column_names:
+            return list_lengths(part, "chat_ids")
+        lengths = list_lengths(part, "prompt_ids")
+        return lengths + list_lengths(part, "response_ids") if "response_ids" in part.column_names else lengths
 
     def _tokenize(self, part, tokenizer_key: str):
         tokenizer = self.tokenizer
@@ -195,16 +212,3 @@ class SupervisedDataModule(LLMDataModule):
 
     def fit_context(self, model: LanguageModel) -> None:
         """Examples are truncated to the model's context by the objective: nothing to check."""
-
-    def train_examples(self):
-        return self._examples["train"]
-
-    def _train_loader(self) -> DataLoader:
-        return train_loader(self, self._examples["train"], self.objective.collate)
-
-    def val_dataloader(self) -> DataLoader:
-        if self._val_batches is None:
-            self._val_batches = fixed_batches(
-                self._examples["val"], self.objective.collate, self.batch_size, self.split_seed
-            )
-        return DataLoader(self._val_batches, batch_size=None, shuffle=False)

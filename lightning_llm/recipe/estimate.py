@@ -1,6 +1,7 @@
-"""`estimate=true`: a dry run. The model and fine-tuning method are built as the run would build them (no data
-is read: the vocabulary size comes from the tokenizer's config or the pretrained model), and parameters, FLOPs,
-memory per device, time and cost are printed; nothing is trained or written.
+"""`estimate=true`: a dry run. The model and fine-tuning method are built as the run would build them (packed text
+is not read: the vocabulary size comes from the tokenizer's config or the pretrained model; rows of examples are
+read and tokenized, cached, for their lengths), and parameters, FLOPs, memory per device, time and cost are
+printed; nothing is trained.
 
 The hardware comes from the config, never from a Trainer, so a GPU run can be estimated on a laptop:
 `estimate=true` estimates on the trainer's device (trainer=gpu: this machine's GPU, or DEFAULT_GPU's data sheet
@@ -16,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lightning_llm.data.examples import resolve_max_tokens
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import count_parameters
 from lightning_llm.log import quiet_known_noise
@@ -24,6 +26,7 @@ from lightning_llm.recipe.checks import strategy_name
 from lightning_llm.recipe.outputs import remove_if_empty
 from lightning_llm.recipe.results import RunResults
 from lightning_llm.recipe.run import TrainingRecipe
+from lightning_llm.recipe.tokenizer import choose_tokenizer
 from lightning_llm.tokenizers import HFTokenizer
 from lightning_llm.training.estimate import Hardware, estimate_on, format_estimate, gpu_hardware, local_hardware
 from lightning_llm.training.parallel_checks import TRAINER_TARGET
@@ -86,6 +89,30 @@ class EstimateRecipe(TrainingRecipe):
             f"(its published size); this run's vocabulary is {vocab:,} (above)"
         )
 
+    def batch_shape(self) -> tuple[int, int, str | None]:
+        """(rows, tokens per row) of a step's batch and why: packed text fills data.block_size in every row; rows of
+        examples (supervised, preference data) are as long as the data makes them: they are read, tokenized
+        (cached, as the run would) and the largest padded batch an epoch makes is estimated (data.max_tokens bounds
+        it), not rows that all fill the model's context."""
+        cfg = self.cfg
+        data = cfg.data
+        if "max_tokens" not in data:
+            return int(data.batch_size), int(data.block_size), None
+        batching = resolve_max_tokens(data, self.pretrained is not None)
+        tokenizer = choose_tokenizer(cfg, self.pretrained)
+        datamodule = instantiate(data, objective=instantiate(cfg.objective), tokenizer=tokenizer, **batching)
+        datamodule.prepare_data()
+        rows, length = datamodule.batch_shape()
+        lengths = datamodule.stats["row_tokens"]
+        bound = f"at most {datamodule.max_tokens} padded tokens (data.max_tokens)" if datamodule.max_tokens else (
+            f"{data.batch_size} rows (data.batch_size; data.max_tokens bounds their tokens)"
+        )  # fmt: skip
+        why = (
+            f"a step's batch is the data's largest: {rows} rows x {length} tokens, of {bound}; the rows are "
+            f"{lengths['min']}-{lengths['max']} tokens, median {lengths['median']} (data.block_size={data.block_size})"
+        )
+        return rows, length, why
+
     def estimate(self) -> None:
         cfg = self.cfg
         vocab, source = self.vocabulary()
@@ -94,13 +121,14 @@ class EstimateRecipe(TrainingRecipe):
         finetune = instantiate(cfg.finetune)
         finetune.apply(model)
         hardware, notes = target_hardware(cfg)
+        rows, length, shape = self.batch_shape()
         trainer = cfg.trainer
         estimate = estimate_on(
             hardware,
             model,
             finetune,
-            cfg.data.batch_size,
-            cfg.data.block_size,
+            rows,
+            length,
             str(trainer.get("precision", "32-true")),
             int(trainer.get("accumulate_grad_batches") or 1),
             trainer.get("max_steps"),
@@ -108,7 +136,7 @@ class EstimateRecipe(TrainingRecipe):
             layout=parallel_layout(cfg, hardware.devices),
         )
         estimate["vocabulary"] = f"{vocab:,} from {source}"
-        estimate["notes"] = [*notes, *filter(None, [self.published_size(vocab)])]
+        estimate["notes"] = [*notes, *filter(None, [shape, self.published_size(vocab)])]
         self.results.estimate = estimate
         self.results.status = "estimated"
         print(format_estimate(estimate))

@@ -3,10 +3,15 @@ the replicas agree and whether the model is sharded."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+
+from lightning_llm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -38,3 +43,37 @@ def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
         checksum = torch.stack([p.detach().double().sum() for p in local]).sum().reshape(1)
     gathered = trainer.strategy.all_gather(checksum.to(trainer.strategy.root_device))
     return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
+
+
+def check_validate_before_fit(value: Any) -> None:
+    """validate_before_fit is true, false or a positive number of batches."""
+    if isinstance(value, bool) or (isinstance(value, int) and value > 0):
+        return
+    raise ConfigError(
+        f"validate_before_fit={value!r} must be a number of validation batches (the untrained model's loss over at "
+        "most that many), true (the whole validation, as trainer.limit_val_batches) or false (none)"
+    )
+
+
+def validate_before_fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, batches: int | bool) -> dict:
+    """The untrained model's validation (the loss curve's first point), over at most `batches` batches (true: as
+    trainer.limit_val_batches), said in one line when that is fewer than the validation has; fit's and the final
+    validation keep trainer.limit_val_batches."""
+    limit = trainer.limit_val_batches
+    try:
+        total = len(datamodule.val_dataloader())
+    except TypeError:  # a stream: no length
+        total = None
+    allowed = limit if isinstance(limit, int) else (round(limit * total) if total is not None else None)
+    bounded = batches is not True and (allowed is None or allowed > batches)
+    if bounded:
+        of = f" of {allowed}" if allowed is not None else ""
+        log.info(
+            "validation before fit: the first %d%s batches (validate_before_fit=%d; true: all, as after fit)",
+            batches, of, batches,
+        )  # fmt: skip
+        trainer.limit_val_batches = batches
+    try:
+        return scalars(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+    finally:
+        trainer.limit_val_batches = limit

@@ -33,6 +33,7 @@ from lightning_llm.checkpoints import (
     read_training_checkpoint,
 )
 from lightning_llm.conf import where_things_go
+from lightning_llm.data.examples import resolve_max_tokens
 from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.mixture import realized_mixture
 from lightning_llm.errors import ConfigError, EvalIncomplete, RunInterrupted, TrainingDiverged, user_error_in
@@ -56,7 +57,7 @@ from lightning_llm.recipe.context import (
     sigterm_to_lightning,
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
-from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded
+from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded, validate_before_fit
 from lightning_llm.recipe.outputs import RunFolder, RunRecord, error_line, prepare, previous_results, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, earlier_parts, write_json_atomic
@@ -145,7 +146,8 @@ class TrainingRecipe:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.objective = instantiate(cfg.objective)
         tokenizer = choose_tokenizer(cfg, self.pretrained or self.teacher)  # a student from scratch: the teacher's
-        self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer)
+        batching = resolve_max_tokens(cfg.data, self.pretrained is not None)  # data.max_tokens=auto
+        self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer, **batching)
         self.datamodule.prepare_data()
         self.results.data = self.datamodule.stats
         self.results.tokenizer = tokenizer_record(cfg, self.pretrained or self.teacher, self.datamodule)
@@ -257,7 +259,7 @@ class TrainingRecipe:
         if self.probe is not None and not self.ckpt_path and process_rank() == 0:
             self.results.forgetting = {"before": self.probe.measure(self.model)}
         if cfg.get("validate_before_fit") and not self.ckpt_path:
-            self.results.val_start = scalars(trainer.validate(module, datamodule=self.datamodule, verbose=False)[0])
+            self.results.val_start = validate_before_fit(trainer, module, self.datamodule, cfg.validate_before_fit)
         if self.ckpt_path:  # the run's record continues: its first part measured the untrained model
             self.results.val_start = self.previous.get("val_start")
             self.results.forgetting = self.previous.get("forgetting")

@@ -171,23 +171,39 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_now(trainer)
 
 
+#: what a sample continues when the data has no held-out prompts (text)
+DEFAULT_PROMPT = "The"
+
+
 class SampleGeneration(pl.Callback):
-    """At the end of fit, sample a continuation of `prompt`; print it, log it and write it to samples.txt."""
+    """At the end of fit, sample the model's answers to `prompts` held-out prompts of the data in the task's own
+    format (a supervised task's validation prompts, rendered as its training rows are, e.g. through the chat
+    template), or continue `prompt` (text data, or when given); print them, log them and write each with its prompt
+    to samples.txt."""
 
     def __init__(
         self,
-        prompt: str = "The",
+        prompt: str | None = None,
+        prompts: int = 2,
         max_new_tokens: int = 100,
         temperature: float = 0.8,
         top_k: int | None = 50,
         top_p: float | None = None,
         seed: int = 0,
     ) -> None:
-        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.prompt, self.prompts, self.max_new_tokens = prompt, prompts, max_new_tokens
         self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
         self.samples: list[dict[str, Any]] = []
 
-    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+    def prompts_for(self, trainer: pl.Trainer) -> list[str]:
+        """`prompt` when given, else the data's held-out prompts, else "The"."""
+        if self.prompt is not None:
+            return [self.prompt]
+        datamodule = getattr(trainer, "datamodule", None)
+        held_out = datamodule.sample_prompts(self.prompts) if hasattr(datamodule, "sample_prompts") else []
+        return held_out or [DEFAULT_PROMPT]
+
+    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prompt: str) -> str:
         """One sample from the current weights, as the objective shows it (deterministic for a seed)."""
         model = pl_module.model
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
@@ -196,7 +212,7 @@ class SampleGeneration(pl.Callback):
         with trainer.precision_plugin.forward_context():
             text = pl_module.objective.sample(
                 model,
-                self.prompt,
+                prompt,
                 self.max_new_tokens,
                 temperature=self.temperature,
                 top_k=self.top_k,
@@ -207,17 +223,19 @@ class SampleGeneration(pl.Callback):
         return text
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        text = self.generate(trainer, pl_module)  # every rank: a sharded (FSDP) model needs them all
+        prompts = self.prompts_for(trainer)
+        texts = [self.generate(trainer, pl_module, p) for p in prompts]  # every rank: a sharded model needs them all
         if not trainer.is_global_zero:
             return
         step = trainer.global_step
-        self.samples.append({"step": step, "prompt": self.prompt, "text": text})
-        print(f"\n--- sample at step {step} ---\n{text}\n---")
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_text("samples", columns=["step", "prompt", "text"], data=[[step, self.prompt, text]])
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("sample", text, step)
         out_dir = Path(trainer.default_root_dir)
-        with (out_dir / "samples.txt").open("a", encoding="utf-8") as f:
-            f.write(f"--- step {step} ---\n{text}\n")
+        for prompt, text in zip(prompts, texts, strict=True):
+            self.samples.append({"step": step, "prompt": prompt, "text": text})
+            print(f"\n--- sample at step {step}: prompt ---\n{prompt}\n--- sample ---\n{text}\n---")
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_text("samples", columns=["step", "prompt", "text"], data=[[step, prompt, text]])
+                elif isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_text("sample", text, step)
+            with (out_dir / "samples.txt").open("a", encoding="utf-8") as f:
+                f.write(f"--- step {step}: prompt ---\n{prompt}\n--- step {step}: sample ---\n{text}\n")
