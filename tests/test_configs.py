@@ -51,7 +51,7 @@ def test_gpt2_small_has_124m_parameters(make_cfg):
 
 
 def test_a_preset_top_level_key_wins_over_train_yaml(make_cfg):
-    assert make_cfg(tiny=False).validate_before_fit is True
+    assert make_cfg(tiny=False).validate_before_fit == 4
     cfg = make_cfg("debug=fdr", tiny=False)
     assert cfg.validate_before_fit is False and cfg.trainer.fast_dev_run is True
 
