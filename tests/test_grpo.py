@@ -3,10 +3,17 @@ proof that it learns: held-out exact match rises from a tiny SFT model, and does
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
+from lightning_llm.errors import ConfigError
+from lightning_llm.objectives.grpo import build_rewards
 from lightning_llm.objectives.grpo_loss import group_advantages, grpo_loss
+from lightning_llm.objectives.rewards import ExactMatch, FormatReward, LengthPenalty, UnitTests, run_limited
+from lightning_llm.recipe import TrainingRecipe, train
+from tests.conftest import TINY, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +97,164 @@ def test_on_policy_gradient_is_the_advantage_weighted_score(fixed):
     grpo_loss(logps, None, None, advantages, fixed["mask"]).loss.backward()
     mask = fixed["mask"].float()
     assert torch.allclose(logps.grad, -advantages[:, None] * mask / mask.sum(), atol=1e-6)
+
+
+# -- rewards ---------------------------------------------------------------------------------------------------------
+def test_exact_match_format_and_length_rewards():
+    exact = ExactMatch()
+    assert exact(["1+2="] * 4, ["3", " 3 and more 4", "4", "no number"], ["3"] * 4) == [1.0, 1.0, 0.0, 0.0]
+    assert ExactMatch(r"answer: (\w+)")(["q"], ["so answer: blue"], ["the answer: blue"]) == [1.0]
+    fmt = FormatReward(r"\s*-?\d+\s*")
+    assert fmt(["p"] * 3, [" 12", "12 apples", "-4"], [""] * 3) == [1.0, 0.0, 1.0]
+    assert LengthPenalty(target_chars=4, scale=4, max_penalty=1)(["p"] * 3, ["abc", "abcdef", "x" * 40], [""] * 3) == [
+        0.0,
+        -0.5,
+        -1.0,
+    ]
+
+
+def test_unit_tests_run_in_a_limited_child_process():
+    reward = UnitTests(timeout_s=3, memory_mb=128)
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
+    completions = [
+        "def add(a, b):\n    return a + b",
+        "```python\ndef add(a, b):\n    return a - b\n```",  # a fenced block runs alone: it fails the tests
+        "def add(a, b):\n    while True:\n        pass",  # stopped by the timeout
+        "def add(a, b):\n    x = bytearray(1 << 30)\n    return a + b",  # 1 GiB: over the child's address space
+    ]
+    assert reward(["# add"] * 4, completions, [tests] * 4) == [1.0, 0.0, 0.0, 0.0]
+    ok, why = run_limited("bytearray(1 << 30)", timeout_s=3, memory_mb=128)
+    assert not ok and "MemoryError" in why
+    ok, why = run_limited("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS))\nraise SystemExit(3)")
+    assert not ok and why  # the child's own limit, set in the child (the parent sets none)
+    import resource
+
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+
+
+def test_rewards_come_from_config_with_weights_and_bad_ones_are_refused():
+    rewards = build_rewards(
+        [
+            {"_target_": "lightning_llm.objectives.rewards.ExactMatch", "weight": 2.0},
+            {"_target_": "lightning_llm.objectives.rewards.FormatReward", "pattern": r"\d+", "weight": 0.5},
+        ]
+    )
+    assert [(r.name, r.weight) for r in rewards] == [("exact_match", 2.0), ("format", 0.5)]
+    for specs, needle in [
+        ([], "objective.rewards is empty"),
+        ([{"pattern": "x"}], "has no _target_"),
+        ([{"_target_": "lightning_llm.objectives.rewards.Nope"}], "objective.rewards[0]"),
+        ([{"_target_": "lightning_llm.objectives.rewards.FormatReward", "pattern": "("}], "not a regular expression"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            build_rewards(specs)
+        assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+# -- runs ------------------------------------------------------------------------------------------------------------
+#: A small GPT trained from scratch on the embedded arithmetic task (character tokenizer): the tiny SFT model
+SFT = [
+    *TINY,
+    "objective=sft",
+    "data=arithmetic",
+    "tokenizer=char",
+    "data.batch_size=16",
+    "optimizer.lr=3e-3",
+    "trainer.max_steps=300",
+    "trainer.val_check_interval=300",
+    "~callbacks.sample",
+]
+
+
+@pytest.fixture(scope="module")
+def sft_arithmetic(tmp_path_factory, cache_dir) -> str:
+    run = tmp_path_factory.mktemp("sft_arithmetic")
+    train(compose_config(SFT, run, cache_dir))
+    return str(run)
+
+
+def grpo_args(checkpoint: str, *more: str) -> list[str]:
+    return [
+        *TINY,
+        f"model.pretrained={checkpoint}",
+        "objective=grpo",
+        "data=arithmetic",
+        "objective.max_new_tokens=4",
+        "trainer.log_every_n_steps=1",
+        "~callbacks.sample",
+        *more,
+    ]
+
+
+def logged(run) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_grpo_generates_scores_and_updates_in_the_loop(sft_arithmetic, cache_dir, tmp_path, finetune):
+    args = grpo_args(sft_arithmetic, f"finetune={finetune}", "trainer.max_steps=3", "trainer.val_check_interval=3")
+    rewards = (
+        "objective.rewards=[{_target_: lightning_llm.objectives.rewards.ExactMatch}, "
+        "{_target_: lightning_llm.objectives.rewards.FormatReward, pattern: '[0-9]+', weight: 0.1}]"
+    )
+    results = train(compose_config([*args, "objective.num_iterations=2", rewards], tmp_path / finetune, cache_dir))
+    assert results["status"] == "completed"
+    assert ("switched off" if finetune == "lora" else "frozen copy") in results["model"]["reference"]
+    rows = logged(tmp_path / finetune)
+    train_rows = [r for r in rows if r.get("train/reward")]
+    assert len(train_rows) == 3
+    for name in ("reward", "reward_std", "rewards/exact_match/mean", "rewards/format/group_std", "kl"):
+        assert all(r[f"train/{name}"] for r in train_rows), name
+    for name in ("clip_ratio", "completions/mean_length", "pass@1", "frac_reward_zero_std"):
+        assert f"train/{name}" in train_rows[0]
+    assert float(train_rows[0]["train/kl"]) == 0  # the first step's policy is the reference
+    # num_iterations=2: steps 0 and 2 sample afresh (the ratio to the sampling policy is 1: nothing clips), step 1
+    # reuses step 0's completions after an update
+    clip = [float(r["train/clip_ratio"]) for r in train_rows]
+    assert clip[0] == clip[2] == 0 <= clip[1]
+    assert {"val/pass@1", "val/rewards/exact_match/mean", "val/completions/mean_length"} <= set(results["metrics"])
+    assert 1 <= float(train_rows[0]["train/completions/mean_length"]) <= 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model=bert"], "objective=grpo does not fit model family 'bert'"),
+        (["model=t5"], "objective=grpo does not fit model family 't5'"),
+        (["data=pydoc_topics"], "data=pydoc_topics gives packed blocks of text"),
+        (["trainer=fsdp"], "objective=grpo generates in the training step"),
+        (["objective.max_new_tokens=32"], "objective.max_new_tokens=32 leaves no room"),
+        (["objective.group_size=1"], "objective.group_size=1 must be >= 2"),
+        (["objective.loss_type=ppo"], "objective.loss_type='ppo' is unknown"),
+        (["objective.rewards=[]"], "objective.rewards is empty"),
+        (["privacy=dp"], "privacy=dp cannot train objective GRPO"),
+    ],
+    ids=["bert", "t5", "packed-text", "fsdp", "context", "group", "loss", "no-rewards", "privacy"],
+)
+def test_what_cannot_work_is_refused_in_one_line(sft_arithmetic, make_cfg, tmp_path, overrides, needle):
+    pretrained = [] if overrides[0].startswith("model=") else [f"model.pretrained={sft_arithmetic}"]
+    cfg = make_cfg("objective=grpo", "data=arithmetic", *pretrained, *overrides, output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError) as err:
+        TrainingRecipe(cfg).check()
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_reward_model_checkpoint_is_a_reward(base_checkpoints, cache_dir, tmp_path):
+    from lightning_llm.checkpoints import load_pretrained, model_from_pretrained
+    from lightning_llm.objectives.reward import score_texts
+    from lightning_llm.training.rewards import RewardModelScore
+
+    args = [*TINY, f"model.pretrained={base_checkpoints['gpt']}", "objective=reward", "data=stdlib_preferences"]
+    train(compose_config([*args, "finetune=full", "trainer.max_steps=2", "~callbacks.sample"], tmp_path, cache_dir))
+    reward = RewardModelScore(str(tmp_path), weight=0.5)
+    pairs = [("def f(x):", "Return x."), ("def g():", "x Return.")]
+    scores = reward([p for p, _ in pairs], [c for _, c in pairs], ["", ""])
+    pretrained = load_pretrained(str(tmp_path))
+    model = model_from_pretrained(pretrained)
+    expected = [
+        score_texts(model, pretrained.tokenizer, [c], p)[0]
+        for p, c in [("def f(x):", "Return x."), ("def g():", "x Return.")]
+    ]
+    assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]
+    with pytest.raises(ConfigError, match="does not exist"):
+        RewardModelScore(str(tmp_path / "missing"))

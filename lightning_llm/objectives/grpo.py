@@ -317,11 +317,13 @@ class GRPO(SupervisedFineTuning):
 
     @torch.no_grad()
     def validate(self, model: nn.Module, batch: dict[str, Any]) -> ObjectiveOutput:
-        """One completion per held-out prompt at `val_temperature`: pass@1, rewards, length."""
-        completions = self.generate(model, batch, 1, self.val_temperature)
+        """Completions of the held-out prompts at `val_temperature`: one each when greedy, else `group_size` (pass@1
+        is then the expected share of samples that pass); pass@1, rewards, length."""
+        copies = 1 if self.val_temperature == 0 else self.group_size
+        completions = self.generate(model, batch, copies, self.val_temperature)
         texts = [self.tokenizer.decode([t for t in c if t != self.tokenizer.eos_id]) for c in completions]
-        per_function, total = self.score(batch, texts, 1)
-        scalars = self.reward_scalars(per_function, total, completions, 1)
+        per_function, total = self.score(batch, texts, copies)
+        scalars = self.reward_scalars(per_function, total, completions, copies)
         tokens = int(batch["attention_mask"].sum()) + sum(map(len, completions))
         return ObjectiveOutput(-total.mean(), total, total, tokens, scalars)
 
