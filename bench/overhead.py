@@ -155,6 +155,7 @@ class OverheadBench:
         tokenizer = OmegaConf.to_container(cfg.tokenizer, resolve=True)
         self.datamodule = instantiate(cfg.data, objective=objective, tokenizer=tokenizer)
         self.datamodule.prepare_data()  # cached after the first run of `make train` or of this benchmark
+        self.datamodule.setup("fit")
         model = build_model(cfg.model, vocab_size=self.datamodule.tokenizer.vocab_size)
         self.module: LanguageModelModule = instantiate(cfg.module, model=model, objective=objective)
         self.twin = copy.deepcopy(model)  # the interleaved bare loop's own model (tied weights stay tied)

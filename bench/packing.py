@@ -33,6 +33,7 @@ def batches(packing: str, block_size: int, batch_size: int):
     data.pop("_target_")
     datamodule = TextDataModule(objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer), **data)
     datamodule.prepare_data()
+    datamodule.setup("fit")
     return itertools.cycle(datamodule.train_dataloader()), datamodule.tokenizer.vocab_size
 
 

@@ -168,6 +168,7 @@ def test_tokenizer_reserves_objective_tokens(make_cfg):
     objective = instantiate(cfg.objective)
     dm = instantiate(cfg.data, objective=objective, tokenizer=OmegaConf.to_container(cfg.tokenizer))
     dm.prepare_data()
+    dm.setup("fit")
     ids = [dm.tokenizer.token_to_id(s) for s in objective.special_tokens]
     assert ids == list(range(4, 104))
     assert dm.tokenizer.encode("<extra_id_7>")[-1] == 11  # one piece (after the dummy-prefix space)

@@ -99,7 +99,7 @@ def test_datamodule_stream_is_documents_joined_by_eos(make_cfg):
     dm.prepare_data()
     dm.setup("fit")
     tok = dm.tokenizer
-    val_tokens = dm._tokens["val"].tolist()
+    val_tokens = dm.tokens("val")[0].tolist()
     pieces, current = [], []
     for t in val_tokens:
         if t == tok.eos_id:
@@ -113,7 +113,8 @@ def test_datamodule_stream_is_documents_joined_by_eos(make_cfg):
     # the split is deterministic and does not depend on the run's seed
     dm2 = instantiate(cfg.data, objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer))
     dm2.prepare_data()
-    assert torch.equal(dm2._tokens["val"], dm._tokens["val"])
+    dm2.setup("fit")
+    assert torch.equal(dm2.tokens("val")[0], dm.tokens("val")[0])
     assert not dm2.tokenizer_trained
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (cfg.data.batch_size, cfg.data.block_size)
@@ -132,6 +133,7 @@ def test_local_text_and_jsonl_files(tmp_path, cache_dir):
             CausalLM(), tokenizer, path=str(path), text_column=column, block_size=16, cache_dir=cache_dir
         )
         dm.prepare_data()
+        dm.setup("fit")
         assert dm.stats["documents"]["train"] + dm.stats["documents"]["val"] == 12
         assert dm.stats["characters"]["train"] + dm.stats["characters"]["val"] == sum(map(len, texts))
 
@@ -167,6 +169,7 @@ def test_pipeline_runs_before_tokenization_and_reports(tmp_path, cache_dir):
         cache_dir=cache_dir,
     )
     dm.prepare_data()
+    dm.setup("fit")
     report = {step["name"]: step for step in dm.stats["pipeline"]}
     assert report["dedup_exact"]["documents_removed"] == 2
     assert report["pii"]["details"]["email"] == 10
@@ -210,9 +213,10 @@ def test_one_file_with_its_tail_held_out(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )
     data.prepare_data()
+    data.setup("fit")
     train, val = (
-        data.tokenizer.decode(data._tokens["train"].tolist()),
-        data.tokenizer.decode(data._tokens["val"].tolist()),
+        data.tokenizer.decode(data.tokens("train")[0].tolist()),
+        data.tokenizer.decode(data.tokens("val")[0].tolist()),
     )
     assert train + val == text, "the stream is cut once, in order, nothing dropped (eos separators decode to nothing)"
     assert abs(len(val) / len(text) - 0.1) < 0.01 and train.endswith("\n")
@@ -232,8 +236,9 @@ def test_a_separate_validation_file(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )
     data.prepare_data()
+    data.setup("fit")
     assert data.stats["documents"] == {"train": 1, "val": 1}
-    assert "held-out paragraph" in data.tokenizer.decode(data._tokens["val"][:100].tolist())
+    assert "held-out paragraph" in data.tokenizer.decode(data.tokens("val")[0][:100].tolist())
 
 
 def test_random_windows_start_anywhere_and_replay_on_resume():

@@ -461,6 +461,7 @@ def test_canaries_planted_by_the_datamodule_are_the_ones_the_task_ranks(make_cfg
     cfg = make_cfg("data.canaries.n=3", "data.canaries.repeats=2", "eval=privacy")
     dm = instantiate(cfg.data, objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer))
     dm.prepare_data()
+    dm.setup("fit")
     _, tasks = build_suite(cfg.eval)
     task = next(t for t in tasks if t.type == "canary_exposure")
     planted = make_canaries(task.n, task.repeats, task.seed, task.template, task.length, task.alphabet)

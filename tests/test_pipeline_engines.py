@@ -68,6 +68,7 @@ def test_datamodule_cleans_on_ray(tmp_path):
             cache_dir=str(tmp_path / engine),
         )
         dm.prepare_data()
+        dm.setup("fit")
         stats[engine], train_texts[engine] = without_seconds(dm.stats["pipeline"]), list(dm.train_texts)
     assert stats["ray"] == stats["local"] and train_texts["ray"] == train_texts["local"]
     assert stats["ray"][2]["documents_removed"] > 0

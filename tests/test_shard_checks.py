@@ -12,6 +12,7 @@ import pytest
 from lightning_llm.data import shard_manifest
 from lightning_llm.data.shard_manifest import MANIFEST, checked_manifest
 from lightning_llm.data.shards import ShardStore, write_shards
+from lightning_llm.data.text_corpus import Documents
 from lightning_llm.errors import ConfigError
 from lightning_llm.recipe import train
 
@@ -79,13 +80,16 @@ def test_a_damaged_chunk_stops_the_run_before_training(make_cfg, tmp_path):
 def test_shards_written_without_checksums_are_written_again(tmp_path, caplog):
     """An older version wrote no checksums: the folder is written again (the same data and tokenizer give the same
     tokens), since nothing else could tell a damaged chunk from a whole one."""
-    parts = {"": (_rows(), _rows(40))}
-    ShardStore(str(tmp_path / "shards"), tmp_path / "cache", [""], 1, 0).build(parts, CountingTokenizer(), "t", "")
+    parts = {"": Documents(_rows(), _rows(40), {"train": "a", "val": "b"})}
+    keys = {"": parts[""].keys}
+    ShardStore(str(tmp_path / "shards"), tmp_path / "cache", [""], 1, 0).write(parts, CountingTokenizer(), "t", "")
     manifest_path = tmp_path / "shards" / "corpus" / "train" / MANIFEST
     old = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({k: v for k, v in old.items() if k != "files"}))
     store = ShardStore(str(tmp_path / "shards"), tmp_path / "cache", [""], 1, 0)
-    store.build(parts, CountingTokenizer(), "t", "")
+    assert not store.is_written(keys, "t", "")
+    store.write(parts, CountingTokenizer(), "t", "")
+    store.open(keys, "t", "")
     new = json.loads(manifest_path.read_text())
     assert new.pop("files")["chunk-0-0.bin"] == old.pop("files")["chunk-0-0.bin"] and new == old
     assert "have no checksums (an older version wrote them): writing them again" in caplog.text

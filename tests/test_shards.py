@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lightning_llm.data.shards import streaming_dataset
-from lightning_llm.data.text_files import releasing_pages, split_pieces, text_pieces
+from lightning_llm.data.splits import split_documents, split_tail
+from lightning_llm.data.text_files import releasing_pages, text_pieces
 from lightning_llm.errors import ConfigError
 from lightning_llm.memory import drop_read_only_files
 from lightning_llm.recipe import train
@@ -115,12 +116,12 @@ def test_split_keeps_a_document_together_and_in_order():
 
     rows = [{"text": f"doc{d} piece{p}", "ends_document": p == 2} for d in range(20) for p in range(3)]
     ds = datasets.Dataset.from_list(rows)
-    train, val = split_pieces(ds, "documents", 0.2, seed=0, path="x")
+    train, val = split_documents(ds, 0.2, seed=0, path="x")
     for part in (train, val):
         texts = part["text"]
         assert all(texts[i].endswith("piece0") for i in range(0, len(texts), 3)), "whole documents, in order"
     assert len(val) == 12 and len(train) == 48
-    tail_train, tail_val = split_pieces(ds, "tail", 0.1, seed=0, path="x")
+    tail_train, tail_val = split_tail(ds, 0.1, path="x")
     assert "".join(tail_train["text"]) + "".join(tail_val["text"]) == "".join(ds["text"])
     assert len("".join(tail_val["text"])) == pytest.approx(0.1 * len("".join(ds["text"])), abs=15)
 
@@ -339,7 +340,7 @@ def test_a_streamed_text_folder_holds_out_whole_documents(tmp_path):
     on one side, and every document on exactly one."""
     import datasets
 
-    from lightning_llm.data.streamed import split_stream
+    from lightning_llm.data.splits import split_stream
 
     for n in range(2):
         paragraphs = [f"file{n} paragraph {i} " + "word " * (50 if i % 3 else 600) for i in range(60)]
@@ -347,7 +348,7 @@ def test_a_streamed_text_folder_holds_out_whole_documents(tmp_path):
     files = sorted(str(p) for p in tmp_path.glob("*.txt"))
     kwargs = {"files": files, "sample_by": "paragraph", "piece_chars": 1000, "document_ids": True}
     ds = datasets.IterableDataset.from_generator(text_pieces, gen_kwargs=kwargs)
-    train_part, val_part = split_stream(ds, 0.3, seed=1, key="k")
+    train_part, val_part = split_stream(ds, 0.3, seed=1)
     assert train_part.num_shards == val_part.num_shards == 2
     sides: dict[str, dict[str, str]] = {"train": {}, "val": {}}
     for side, part in (("train", train_part), ("val", val_part)):
@@ -358,7 +359,7 @@ def test_a_streamed_text_folder_holds_out_whole_documents(tmp_path):
     assert set(sides["train"]) | set(sides["val"]) == set(whole)
     assert all(text.endswith("word ") and text.count("paragraph") == 1 for s in sides.values() for text in s.values())
     assert 0.15 < len(sides["val"]) / 120 < 0.45
-    again = split_stream(ds, 0.3, seed=1, key="k")[1]
+    again = split_stream(ds, 0.3, seed=1)[1]
     assert {row["document"] for row in again} == set(sides["val"]), "the same split every time"
 
 
@@ -380,7 +381,7 @@ def test_a_hub_name_is_read_by_streaming(make_cfg, tmp_path, monkeypatch):
     write_shards = shards.write_shards
     monkeypatch.setattr(shards, "write_shards", lambda *a, **k: writes.append(a[2]) or write_shards(*a, **k))
     monkeypatch.setattr("lightning_llm.data.loading.hub_available", lambda: True)
-    monkeypatch.setattr("lightning_llm.data.streamed.dataset_revision", lambda name: revision[0])
+    monkeypatch.setattr("lightning_llm.data.fingerprint.dataset_revision", lambda name: revision[0])
     monkeypatch.setattr(datasets, "load_dataset", hub)
     overrides = ["data=text", "data.path=someone/topics", "data.format=shards", "data.streaming=true"]
     cfg = make_cfg(*overrides, "data.val_fraction=0.2", "trainer.max_steps=2", "~callbacks.sample")

@@ -1,84 +1,47 @@
-"""One datamodule for every objective: load text, train/reuse the tokenizer, tokenize, pack, split."""
+"""The packed-text datamodule: a corpus, a token store and a sampler, composed.
+
+- `TextCorpus` (text_corpus.py): sources -> cleaned documents, split into train and validation;
+- `TokenStore` (token_store.py): documents -> token ids, in the cache as arrays or LitData shards;
+- `RowSampler` (row_sampler.py): rows from the store, and the loaders that draw them.
+
+Lightning's contract: `prepare_data` only writes caches (the tokenizer, the token arrays or shards, and a record
+of them, last); `setup` builds the state from them on every process, and is what the recipe and tests read after.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
 
-from lightning_llm.data.canaries import check_canary_settings, insert_canaries, make_canaries
+from lightning_llm.data.canaries import check_canary_settings
+from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.interface import LLMDataModule
-from lightning_llm.data.loading import (
-    check_loader_settings,
-    check_window_settings,
-    load_rows,
-    read_texts,
-    select_columns,
-    split_tail,
-    split_train_val,
-)
-from lightning_llm.data.mixture import MixedRows, MixtureSampler, Source, collate_with_sources, parse_sources
-from lightning_llm.data.pipeline import apply_pipeline, check_engine
-from lightning_llm.data.sampling import (
-    DocumentRows,
-    PackedBlocks,
-    RandomWindowSampler,
-    WindowsAt,
-    fixed_batches,
-    train_loader,
-)
+from lightning_llm.data.loading import check_loader_settings, check_window_settings
+from lightning_llm.data.mixture import Source, parse_sources
+from lightning_llm.data.pipeline import check_engine
+from lightning_llm.data.row_sampler import RowSampler
 from lightning_llm.data.shards import ShardStore, check_format
-from lightning_llm.data.streamed import (
-    check_streaming,
-    first_characters,
-    is_stream,
-    split_stream,
-    stream_columns,
-    stream_key,
-    take_documents,
-)
-from lightning_llm.data.text_files import count_documents, keep_text, releasing_pages, split_pieces
+from lightning_llm.data.streamed import check_streaming, first_characters, is_stream
+from lightning_llm.data.text_corpus import CorpusSettings, TextCorpus
+from lightning_llm.data.text_files import releasing_pages
+from lightning_llm.data.token_store import TokenStore, resolve_tokenizer, tokenizer_key
 from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
-from lightning_llm.tokenizers import Tokenizer, train_or_load_tokenizer
+from lightning_llm.tokenizers import Tokenizer, load_tokenizer
+
+__all__ = ["TextDataModule", "resolve_tokenizer"]
 
 log = get_logger(__name__)
-
-
-def resolve_tokenizer(
-    tokenizer: dict[str, Any] | Tokenizer,
-    texts: list[str],
-    fingerprint: str,
-    objective: Objective,
-    cache_dir: Path,
-) -> tuple[Tokenizer, Path | None, bool]:
-    """A given tokenizer (e.g. a pretrained checkpoint's), or one trained on `texts` (cached by config and data).
-
-    Returns the tokenizer, its file and whether it was trained now.
-    """
-    if isinstance(tokenizer, Tokenizer):
-        missing = [t for t in objective.special_tokens if not tokenizer.has_token(t)]
-        if missing:
-            raise ConfigError(f"the pretrained tokenizer lacks the objective's special token {missing[0]!r}")
-        return tokenizer, None, False
-    return train_or_load_tokenizer(
-        texts=texts,
-        special_tokens=tuple(objective.special_tokens),
-        data_fingerprint=fingerprint,
-        cache_dir=cache_dir,
-        **tokenizer,
-    )
 
 
 class TextDataModule(LLMDataModule):
@@ -115,36 +78,34 @@ class TextDataModule(LLMDataModule):
         num_proc: int | None = None,
         cache_dir: str = ".cache/lightning-llm",
     ) -> None:
-        check_loader_settings(batch_size, block_size, val_fraction, num_workers)
+        arguments = dict(locals())
+        settings = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in arguments.items()}
+        self.check_settings(settings)
         super().__init__(objective, block_size, batch_size, num_workers)
-        self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
-        self.path, self.name, self.split, self.text_column = str(path), name, split, text_column
-        self.sample_by = sample_by
-        self.val_fraction, self.split_seed, self.max_documents = val_fraction, split_seed, max_documents
-        self.check_settings({"holdout": holdout, "val_path": val_path, "sources": sources, "canaries": canaries})
-        check_window_settings(windows, packing)
         objective.bind_packing(packing)
-        self.holdout, self.val_path, self.windows, self.packing = holdout, val_path, windows, packing
-        self.sources = parse_sources(sources) or [Source("", self.path)]
-        self.pipeline, self.pipeline_settings = list(pipeline or []), dict(pipeline_settings or {})
-        check_engine(pipeline_engine)
-        self.pipeline_engine = pipeline_engine
-        self.decontaminate_paths = list(decontaminate_paths or [])
-        self.canaries = dict(canaries or {})
-        self.num_proc = num_proc
-        self.cache_dir = Path(cache_dir)
-        check_format(format, packing, windows, shard_dir)
-        check_streaming(streaming, format, holdout, self.pipeline, self.canaries)
-        self.streaming = streaming
-        self.shards = (
-            ShardStore(shard_dir, self.cache_dir, self.source_names, num_proc or os.cpu_count() or 1, num_workers)
+        self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
+        self.path, self.cache_dir, self.split_seed = str(path), Path(cache_dir), split_seed
+        self.windows, self.packing, self.streaming = windows, packing, streaming
+        self.sources = parse_sources(settings["sources"]) or [Source("", self.path)]
+        corpus = {key: settings[key] for key in CorpusSettings.__dataclass_fields__ if key in settings}
+        corpus |= {
+            "pipeline": tuple(settings["pipeline"] or ()),
+            "decontaminate_paths": tuple(decontaminate_paths or ()),
+        }
+        self.corpus = TextCorpus(
+            self.sources, CorpusSettings(**corpus, in_pieces=format == "shards"), str(self.cache_dir)
+        )
+        self.cleaning = json.dumps([corpus["pipeline"], settings["pipeline_settings"] or {}], sort_keys=True)
+        writers = num_proc or os.cpu_count() or 1
+        shards = (
+            ShardStore(shard_dir, self.cache_dir, self.source_names, writers, num_workers)
             if format == "shards"
             else None
         )
-        self._tokens: dict[str, torch.Tensor] = {}  # per split: every source's documents, joined by eos
-        self._spans: dict[str, list[tuple[int, int]]] = {}  # per split: where each source lies in _tokens
-        self._val_batches: list[dict[str, torch.Tensor]] | None = None
-        self._prepared = False
+        self.store = TokenStore(self.cache_dir, self.source_names, shards, num_proc)
+        self.sampler: RowSampler | None = None
+        self._train_texts: Sequence[str] | None = None
+        self._created = time.time()
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
@@ -153,16 +114,25 @@ class TextDataModule(LLMDataModule):
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        """`data.holdout`, `data.val_path` beside a mixture, and `data.canaries`."""
-        holdout = settings.get("holdout", "documents")
+        """Every `data.*` setting of packed text, in one line each, before anything loads."""
+        get = settings.get
+        check_loader_settings(get("batch_size", 16), get("block_size", 256), get("val_fraction", 0.05),
+                              get("num_workers", 0))  # fmt: skip
+        holdout, packing, windows = get("holdout", "documents"), get("packing", "concat"), get("windows", "grid")
         if holdout not in ("documents", "tail"):
             raise ConfigError(f"data.holdout={holdout!r} is unknown: use documents or tail")
-        if len(settings.get("sources") or {}) > 1 and settings.get("val_path"):
+        if len(get("sources") or {}) > 1 and get("val_path"):
             raise ConfigError("data.val_path does not apply to data.sources: each source holds out its val_fraction")
-        canaries = dict(settings.get("canaries") or {})
+        parse_sources(get("sources"))
+        canaries = dict(get("canaries") or {})
         if canaries.get("n"):
             made = {k: canaries[k] for k in ("n", "repeats", "template", "length", "alphabet")}
             check_canary_settings(**made, key="data.canaries")
+        check_window_settings(windows, packing)
+        check_format(get("format", "memory"), packing, windows, get("shard_dir"))
+        check_streaming(bool(get("streaming", False)), get("format", "memory"), holdout, list(get("pipeline") or []),
+                        canaries)  # fmt: skip
+        check_engine(get("pipeline_engine", "local"))
 
     @property
     def mixed(self) -> bool:
@@ -173,183 +143,99 @@ class TextDataModule(LLMDataModule):
     def source_names(self) -> list[str]:
         return [source.name for source in self.sources]
 
-    # -- loading -----------------------------------------------------------------------------
-    def _load_texts(self, path: str, key: str, options: dict[str, Any] | None = None):
-        settings = {"name": self.name, "split": self.split, "text_column": self.text_column}
-        settings |= {"sample_by": self.sample_by, **(options or {})}
-        in_pieces = self.shards is not None
-        ds = load_rows(
-            path, settings["name"], settings["split"], self.cache_dir, settings["sample_by"], in_pieces, self.streaming
-        )
-        column = settings["text_column"]
-        if is_stream(ds) and next(iter(ds.take(1)), None) is None:
-            raise ConfigError(f"{key}={path!r} has no rows: the corpus is empty")
-        pieces = [name for name in ("ends_document", "document") if name in stream_columns(ds)]
-        ds = select_columns(
-            ds, {"text": column} | {name: name for name in pieces}, path, key.replace(".path", ".text_column")
-        )
-        if not pieces:  # text read in pieces has no blank rows
-            ds = ds.filter(keep_text, batched=True)
-        if is_stream(ds):
-            ds._fingerprint = stream_key(path, settings)
-        elif len(ds) == 0:
-            raise ConfigError(f"{key}={path!r} has no text in column {column!r}: the corpus is empty")
-        return ds
+    @property
+    def train_texts(self) -> Sequence[str]:
+        """The training documents (for memorization and held-out checks), read again from the cache when asked."""
+        if self._train_texts is None:
+            self._train_texts = self.corpus.train_texts()
+        return self._train_texts
 
-    def _load_raw(self, source: Source):
-        ds = self._load_texts(source.path, source.key, source.options)
-        if self.max_documents and is_stream(ds):
-            ds = take_documents(ds, self.max_documents, source.key)
-        elif self.max_documents:
-            ds = ds.select(range(min(self.max_documents, len(ds))))
-        if self.pipeline:
-            eval_texts = [t for path in self.decontaminate_paths for t in read_texts(path)]
-            ds, report = apply_pipeline(
-                ds,
-                self.pipeline,
-                self.pipeline_settings,
-                num_proc=self.num_proc,
-                decontaminate_against=eval_texts,
-                engine=self.pipeline_engine,
-            )
-            self.stats.setdefault("pipeline", {})[source.name] = report
-            if len(ds) == 0:
-                raise ConfigError(f"data.pipeline removed every document of {source.path!r}: relax its settings")
-        return ds
+    @train_texts.setter
+    def train_texts(self, texts: Sequence[str]) -> None:
+        self._train_texts = texts or None
 
-    # -- Lightning hooks ---------------------------------------------------------------------
+    # -- the caches: written by prepare_data, read by setup ----------------------------------------------------
+    def _record_path(self) -> Path:
+        """The record of the prepared caches, named by the corpus and the tokenizer's settings."""
+        config = self.tokenizer_config
+        tokenizer = config if isinstance(config, dict) else tokenizer_key(config)
+        store = [self.store.format, self.store.shards and self.store.shards.root]
+        key = fingerprint(self.corpus.key, tokenizer, list(self.objective.special_tokens), store, self.cleaning)
+        return self.cache_dir / "prepared" / f"{key}.json"
+
+    def _record(self) -> dict[str, Any] | None:
+        """The record of complete caches (its tokenizer and every token part there), else None."""
+        path = self._record_path()
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record["tokenizer"] and not Path(record["tokenizer"]).is_file():
+            return None
+        return record if self.store.is_written(self.corpus.keys, record["tokenizer_key"], self.cleaning) else None
+
     def prepare_data(self) -> None:
-        """Load, split, train or reuse the tokenizer, tokenize and pack. Cached; safe to call twice."""
-        if self._prepared:
+        """Load and split the corpus, train (or reuse) the tokenizer and write the tokens, each cached; then the
+        record of them. Assigns no state (Lightning runs it on one process); a second call finds the caches."""
+        if self.sampler is not None or self._record() is not None:
             return
-        parts = {source.name: self._split(self._load_raw(source), source) for source in self.sources}
-        if self.canaries.get("n"):
-            parts = self._plant_canaries(parts)
-        train = datasets.concatenate_datasets([part[0] for part in parts.values()])
-        if not self.mixed and "pipeline" in self.stats:
-            self.stats["pipeline"] = self.stats["pipeline"][""]
+        documents, stats = self.corpus.load()
+        train = datasets.concatenate_datasets([part.train for part in documents.values()])
         if is_stream(train):  # the tokenizer trains on the stream's opening (a sample would read all of it)
-            fingerprint = hashlib.sha256("-".join(part[0]._fingerprint for part in parts.values()).encode())
-            fingerprint, cap = fingerprint.hexdigest()[:16], self._tokenizer_characters()
-            texts = first_characters((row["text"] for row in train), cap)
+            texts = first_characters((row["text"] for row in train), self._tokenizer_characters())
         else:
-            self.train_texts = train["text"]
-            fingerprint, texts = train._fingerprint, releasing_pages(train["text"])
-        self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
-            self.tokenizer_config, texts, fingerprint, self.objective, self.cache_dir
-        )
+            texts = releasing_pages(train["text"])
+        data_key = fingerprint([part.keys["train"] for part in documents.values()])
+        tokenizer, path, _ = resolve_tokenizer(self.tokenizer_config, texts, data_key, self.objective, self.cache_dir)
+        key = tokenizer_key(tokenizer)
+        self.store.write(documents, tokenizer, key, self.cleaning)
+        record = {"tokenizer": str(path) if path else None, "tokenizer_key": key, "stats": stats}
+        target = self._record_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(target)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the state from the caches on this process (writing them first when no process has): the
+        tokenizer, the tokens, the sampler and the statistics (results.json's `data`)."""
+        if self.sampler is not None:
+            return
+        record = self._record()
+        if record is None:
+            self.prepare_data()
+            record = self._record()
+        if isinstance(self.tokenizer_config, Tokenizer):
+            self.tokenizer, self.tokenizer_path, self.tokenizer_trained = self.tokenizer_config, None, False
+        else:
+            self.tokenizer_path = Path(record["tokenizer"])
+            self.tokenizer = load_tokenizer(self.tokenizer_path)
+            self.tokenizer_trained = self.tokenizer_path.stat().st_mtime >= self._created
         self.objective.bind_tokenizer(self.tokenizer)
-        tokenizer_key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
-        self.stats["format"] = "shards" if self.shards is not None else "memory"
-        if self.shards is not None:
-            cleaning = json.dumps([self.pipeline, self.pipeline_settings], sort_keys=True)
-            self.shards.build(parts, self.tokenizer, tokenizer_key, cleaning)
-            self.stats["shards"] = self.shards.location
-        per_source: dict[str, dict[str, Any]] = {}
-        for index, split in enumerate(("train", "val")):
-            streams = []
-            for name, part in parts.items():
-                counts = per_source.setdefault(name, {"documents": {}, "characters": {}, "tokens": {}})
-                if self.shards is not None:  # counted while the shards were written
-                    for key, value in self.shards.counts[name, split].items():
-                        counts[key][split] = value
-                    counts["tokens"][split] = self.shards.tokens[name, split]
-                    continue
-                counts["documents"][split] = count_documents(part[index])
-                counts["characters"][split] = int(sum(len(t) for t in part[index]["text"]))
-                streams.append(self._tokenize(part[index], tokenizer_key))
-                counts["tokens"][split] = len(streams[-1])
-            if streams:
-                ends = np.cumsum([len(t) for t in streams]).tolist()
-                self._spans[split] = list(zip([0, *ends[:-1]], ends, strict=True))
-                self._tokens[split] = streams[0] if len(streams) == 1 else torch.cat(streams)
-        for key in ("documents", "characters", "tokens"):
-            self.stats[key] = {split: sum(c[key][split] for c in per_source.values()) for split in ("train", "val")}
+        self.store.open(self.corpus.keys, record["tokenizer_key"], self.cleaning)
+        weights = [source.weight for source in self.sources]
+        self.sampler = RowSampler(self.store, self.objective, self.tokenizer.eos_id, weights, self.windows,
+                                  self.packing, self.split_seed)  # fmt: skip
+        self.stats = self._statistics(record["stats"])
+        self.sampler.check_blocks(self.block_size, {source.name: source.path for source in self.sources})
+
+    def _statistics(self, corpus: dict[str, Any]) -> dict[str, Any]:
+        stats = {**corpus, "format": self.store.format}
+        if self.store.shards is not None:
+            stats["shards"] = self.store.shards.location
+        stats |= self.store.totals()
         if self.mixed:
-            self.stats["sources"] = per_source
-        self.stats["blocks"] = self._block_counts()
-        self.stats["vocab_size"] = self.tokenizer.vocab_size
-        self.stats["chars_per_token"] = round(
-            self.stats["characters"]["train"] / max(1, self.stats["tokens"]["train"]), 3
-        )
-        self._check_blocks(per_source)
-        self._prepared = True
+            stats["sources"] = self.store.counts
+        stats["blocks"] = self.sampler.block_counts(self.block_size)
+        stats["vocab_size"] = self.tokenizer.vocab_size
+        stats["chars_per_token"] = round(stats["characters"]["train"] / max(1, stats["tokens"]["train"]), 3)
+        return stats
 
     def _tokenizer_characters(self) -> int:
         """How much text a tokenizer trained here reads (`tokenizer.input_characters`)."""
         config = self.tokenizer_config if isinstance(self.tokenizer_config, dict) else {}
         return int(config.get("input_characters") or 50_000_000)
 
-    def _plant_canaries(self, parts: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
-        """Insert `data.canaries` into the first source's training documents (never into validation), with a
-        fixed fingerprint so the tokenizer and token caches still find their entries."""
-        c = self.canaries
-        made = make_canaries(c["n"], c["repeats"], c["seed"], c["template"], c["length"], c["alphabet"])
-        name, (train, val) = next(iter(parts.items()))
-        texts = insert_canaries(list(train["text"]), made, seed=c["seed"])
-        key = hashlib.sha256(f"{train._fingerprint}-canaries-{json.dumps(c, sort_keys=True)}".encode()).hexdigest()
-        train = train.map(lambda row, i: {"text": texts[i]}, with_indices=True, new_fingerprint=key[:32])
-        self.stats["canaries"] = {"n": c["n"], "repeats": c["repeats"], "source": name or self.path}
-        return {**parts, name: (train, val)}
-
-    def _block_counts(self) -> dict[str, int]:
-        """Training and validation examples (blocks, or rows of one document) per split."""
-        if self.shards is not None:
-            length, _ = self.objective.block_layout(self.block_size)
-            return {split: self.shards.blocks(split, length) for split in ("train", "val")}
-        return {split: len(self._dataset(split)) for split in ("train", "val")}
-
-    def _check_blocks(self, per_source: dict[str, dict[str, Any]]) -> None:
-        """Every split of every source must hold at least one block."""
-        length, _ = self.objective.block_layout(self.block_size)
-        for split in ("train", "val"):
-            if self.shards is not None:
-                counts = [counts["tokens"][split] // length for counts in per_source.values()]
-            else:
-                counts = [len(rows) for rows in self._source_rows(split)]
-            for source, blocks in zip(self.sources, counts, strict=True):
-                if blocks == 0:
-                    tokens = per_source[source.name]["tokens"][split]
-                    raise ConfigError(
-                        f"data.block_size={self.block_size} is longer than the {tokens} tokens of the {split} split "
-                        f"of {source.path!r}: lower data.block_size or add text"
-                    )
-
-    def _split(self, ds, source: Source):
-        """(train, val): a separate validation file, the contiguous tail, or held-out documents."""
-        if is_stream(ds):  # held-out documents by a seeded hash, or a validation stream
-            if self.val_path:
-                return ds, self._load_texts(self.val_path, "data.val_path")
-            return split_stream(ds, self.val_fraction, self.split_seed, ds._fingerprint)
-        if "ends_document" in ds.column_names:  # text read in pieces (shards): split without reordering them
-            return split_pieces(ds, self.holdout, self.val_fraction, self.split_seed, source.path)
-        if self.val_path:
-            return ds, self._load_texts(self.val_path, "data.val_path")
-        if self.holdout == "tail":
-            return split_tail(ds, self.val_fraction, source.path)
-        return split_train_val(ds, self.val_fraction, self.split_seed, source.path)
-
-    def _tokenize(self, part, tokenizer_key: str) -> torch.Tensor:
-        """Tokenize with `datasets.map` (cached by fingerprint); join documents with eos, in order."""
-        tokenizer = self.tokenizer
-        eos = tokenizer.eos_id
-
-        def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-            return {"input_ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
-
-        fingerprint = hashlib.sha256(f"{part._fingerprint}-{tokenizer_key}".encode()).hexdigest()[:32]
-        tokenized = part.map(
-            encode,
-            batched=True,
-            remove_columns=part.column_names,
-            new_fingerprint=fingerprint,
-            num_proc=self.num_proc,
-            desc="tokenize",
-        )
-        dtype = np.int32 if tokenizer.vocab_size >= 2**15 else np.int16
-        arrays = tokenized.with_format("numpy")["input_ids"]
-        return torch.from_numpy(np.concatenate(list(arrays)).astype(dtype))
-
+    # -- what the recipe reads -------------------------------------------------------------------------------
     def fit_context(self, model: LanguageModel) -> None:
         """Packed blocks must fit the model's context once a prefix (prompt tuning) has taken its positions.
 
@@ -367,67 +253,17 @@ class TextDataModule(LLMDataModule):
             "data.block_size %d -> %d: the prefix (prompt tuning) takes %d positions", block, usable, block - usable
         )
         self.block_size = usable
-        self.stats["blocks"] = self._block_counts()
+        self.stats["blocks"] = self.sampler.block_counts(self.block_size)
 
-    def _rows(self, tokens: torch.Tensor) -> PackedBlocks | DocumentRows:
-        """Packed windows on the grid, or (data.packing=pad) one document per row."""
-        length, stride = self.objective.block_layout(self.block_size)
-        if self.packing == "pad":
-            return DocumentRows(tokens, self.tokenizer.eos_id, length, stride)
-        return PackedBlocks(tokens, length, stride)
+    def tokens(self, split: str) -> list:
+        """Every source's token stream of one split (tokens in memory)."""
+        return self.store.tokens[split]
 
-    def _source_rows(self, split: str) -> list[PackedBlocks | DocumentRows]:
-        return [self._rows(self._tokens[split][start:end]) for start, end in self._spans[split]]
-
-    def _dataset(self, split: str) -> PackedBlocks | DocumentRows | MixedRows:
-        """One source's rows, or every source's (a mixture: items are (row, source index))."""
-        parts = self._source_rows(split)
-        return MixedRows(parts) if self.mixed else parts[0]
-
-    def train_examples(self) -> PackedBlocks | DocumentRows | MixedRows:
-        return self._dataset("train")
+    def train_examples(self) -> Dataset:
+        return self.sampler.examples("train", self.block_size)
 
     def _train_loader(self) -> DataLoader:
-        """Shuffled packed windows: on the fixed grid, or (data.windows=random) at random offsets, as many per
-        epoch as the grid has; a mixture draws each row's source by weight."""
-        seed = torch.initial_seed() % 2**31
-        if self.shards is not None:
-            length, _ = self.objective.block_layout(self.block_size)
-            weights = [source.weight for source in self.sources]
-            collate = collate_with_sources(self.objective.collate) if self.mixed else self.objective.collate
-            return self.shards.train_loader(length, self.batch_size, collate, seed, weights)
-        grid = len(self._dataset("train"))
-        if self.mixed:
-            length, _ = self.objective.block_layout(self.block_size)
-            parts = self._source_rows("train")
-            if self.windows == "random":
-                parts = [WindowsAt(self._tokens["train"][a:b], length) for a, b in self._spans["train"]]
-            weights = [source.weight for source in self.sources]
-            sampler = MixtureSampler([len(part) for part in parts], weights, seed, num_examples=grid)
-            return train_loader(self, MixedRows(parts), collate_with_sources(self.objective.collate), sampler)
-        if self.windows == "grid":
-            return train_loader(self, self._dataset("train"), self.objective.collate)
-        length, _ = self.objective.block_layout(self.block_size)
-        tokens = self._tokens["train"]
-        sampler = RandomWindowSampler(len(tokens), length, grid, seed)
-        return train_loader(self, WindowsAt(tokens, length), self.objective.collate, sampler)
+        return self.sampler.train_loader(self)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches are collated once under a fixed seed, so random masks or spans are the same
-        at every evaluation and val losses compare across steps and runs. A mixture validates each source on
-        its own batches (they carry `source_ids`: `val/<source>/loss`), taken in turns so that a
-        `limit_val_batches` still sees every source. Shards stream their validation blocks instead."""
-        if self.shards is not None:
-            length, _ = self.objective.block_layout(self.block_size)
-            return self.shards.val_loader(length, self.batch_size, self.objective.collate, self.split_seed)
-        if self._val_batches is None:
-            per_source = []
-            for index, rows in enumerate(self._source_rows("val")):
-                batches = fixed_batches(rows, self.objective.collate, self.batch_size, self.split_seed)
-                if self.mixed:
-                    for batch in batches:
-                        batch["source_ids"] = torch.full((len(batch["input_ids"]),), index)
-                per_source.append(batches)
-            turns = itertools.zip_longest(*per_source)
-            self._val_batches = [batch for turn in turns for batch in turn if batch is not None]
-        return DataLoader(self._val_batches, batch_size=None, shuffle=False)
+        return self.sampler.val_loader(self.block_size, self.batch_size)

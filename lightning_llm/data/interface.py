@@ -21,9 +21,11 @@ class LLMDataModule(pl.LightningDataModule, ABC):
     """A datamodule that yields one kind of example (`examples_of`, one of `objectives.EXAMPLES`) for its
     objective, with the tokenizer it trained or was given.
 
-    `prepare_data` fills `tokenizer`, `tokenizer_path` (None for a given tokenizer), `tokenizer_trained`, `stats`
-    (results.json's `data`) and `train_texts` (the training documents, for memorization and held-out checks). The
-    recipe may set `wrap_train_loader` (DP-SGD's Poisson batches) to replace how training batches are drawn."""
+    After `prepare_data` and `setup` (the recipe calls both; Lightning's contract: the first only writes caches, the
+    second builds the state on every process; a datamodule may do both in `prepare_data`), it has `tokenizer`,
+    `tokenizer_path` (None for a given tokenizer), `tokenizer_trained`, `stats` (results.json's `data`) and
+    `train_texts` (the training documents, for memorization and held-out checks). The recipe may set
+    `wrap_train_loader` (DP-SGD's Poisson batches) to replace how training batches are drawn."""
 
     def __init__(self, objective: Objective, block_size: int, batch_size: int, num_workers: int) -> None:
         super().__init__()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -205,33 +204,6 @@ def split_train_val(ds, val_fraction: float, seed: int, path: str):
         )
     splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
     return splits["train"], splits["test"]
-
-
-def split_tail(ds, val_fraction: float, path: str):
-    """The last `val_fraction` of the text, in order, held out as one contiguous stream (nanoGPT's split). The
-    cut falls at the line break before the exact fraction (inside a document when it is the only one)."""
-    import datasets
-
-    texts = list(ds["text"])
-    target = sum(map(len, texts)) * (1 - val_fraction)
-    seen, train_texts, val_texts = 0, texts, []
-    for i, text in enumerate(texts):
-        if seen + len(text) >= target:
-            cut = int(target - seen)
-            line = text.rfind("\n", 0, cut)
-            cut = line + 1 if line > 0 else cut
-            train_texts = [*texts[:i], text[:cut]] if text[:cut].strip() else texts[:i]
-            val_texts = [text[cut:], *texts[i + 1 :]] if text[cut:].strip() else texts[i + 1 :]
-            break
-        seen += len(text)
-    if not train_texts or not val_texts:
-        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
-    parts = []
-    for name, part in (("train", train_texts), ("val", val_texts)):
-        split = datasets.Dataset.from_dict({"text": part})
-        split._fingerprint = hashlib.sha256(f"{ds._fingerprint}-tail-{val_fraction}-{name}".encode()).hexdigest()[:16]
-        parts.append(split)
-    return parts[0], parts[1]
 
 
 def check_loader_settings(batch_size: int, block_size: int, val_fraction: float, num_workers: int) -> None:

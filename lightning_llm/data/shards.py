@@ -11,7 +11,6 @@ or after a chunk changed, is an error, never a silent reuse.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.shard_manifest import (
     INDEX,
     MANIFEST,
@@ -282,22 +282,42 @@ class ShardStore:
         self.counts: dict[tuple[str, str], dict[str, int | None]] = {}  # characters and documents written
         self.location: str | None = None  # the folder the shards are in, once built
 
-    def build(self, parts: dict[str, tuple[Any, Any]], tokenizer, tokenizer_key: str, pipeline: str) -> None:
-        """Write (or reuse, when their manifest matches and their files are intact) the shards of every source's
-        train and val rows."""
-        fingerprints = json.dumps({n: [p[0]._fingerprint, p[1]._fingerprint] for n, p in parts.items()})
-        digest = hashlib.sha256(f"{fingerprints}-{tokenizer_key}".encode()).hexdigest()[:24]
-        root = self.location = self.root or str(self.cache_dir / "shards" / digest)
-        for name, splits in parts.items():
-            for split, ds in zip(("train", "val"), splits, strict=True):
-                folder = f"{root}/{name or 'corpus'}/{split}"
-                expected = {"data": ds._fingerprint, "tokenizer": tokenizer_key, "pipeline": pipeline}
-                manifest = checked_manifest(folder, expected, self.key)
-                if manifest is None:
-                    log.info("tokenizing the %s rows into shards at %s", split, folder)
-                    manifest = write_shards(ds, tokenizer, folder, expected, self.write_workers, self.litdata_dir)
-                self.folders[name, split], self.tokens[name, split] = folder, manifest["tokens"]
-                self.counts[name, split] = {k: manifest.get(k) for k in ("characters", "documents")}
+    def _root(self, keys: dict[str, dict[str, str]], tokenizer: str) -> str:
+        """`data.shard_dir`, else a folder in the cache named by the data's keys and the tokenizer."""
+        return self.root or str(self.cache_dir / "shards" / fingerprint(keys, tokenizer))
+
+    def _parts(self, keys: dict[str, dict[str, str]], tokenizer: str, cleaning: str):
+        """(source, split, folder, the manifest's expected entries) of every part."""
+        root = self._root(keys, tokenizer)
+        for name in self.names:
+            for split, key in keys[name].items():
+                expected = {"data": key, "tokenizer": tokenizer, "pipeline": cleaning}
+                yield name, split, f"{root}/{name or 'corpus'}/{split}", expected
+
+    def is_written(self, keys: dict[str, dict[str, str]], tokenizer: str, cleaning: str) -> bool:
+        """Whether every part's folder holds intact shards of this data, cleaning and tokenizer."""
+        parts = self._parts(keys, tokenizer, cleaning)
+        return all(checked_manifest(folder, expected, self.key) is not None for _, _, folder, expected in parts)
+
+    def write(self, documents: dict[str, Any], tokenizer, tokenizer_key: str, cleaning: str) -> None:
+        """Write the shards of every source's train and val documents (`text_corpus.Documents`) that are not
+        there yet (a folder whose manifest matches and whose files are intact is kept)."""
+        keys = {name: part.keys for name, part in documents.items()}
+        for name, split, folder, expected in self._parts(keys, tokenizer_key, cleaning):
+            if checked_manifest(folder, expected, self.key) is None:
+                log.info("tokenizing the %s rows into shards at %s", split, folder)
+                write_shards(documents[name].part(split), tokenizer, folder, expected, self.write_workers,
+                             self.litdata_dir)  # fmt: skip
+
+    def open(self, keys: dict[str, dict[str, str]], tokenizer: str, cleaning: str) -> None:
+        """The folders, tokens and counts (characters, documents, tokens) of every part, from their manifests."""
+        self.location = self._root(keys, tokenizer)
+        for name, split, folder, expected in self._parts(keys, tokenizer, cleaning):
+            manifest = checked_manifest(folder, expected, self.key)
+            if manifest is None:
+                raise ConfigError(f"{self.key}: the shards at {folder} are not written: run prepare_data first")
+            self.folders[name, split], self.tokens[name, split] = folder, manifest["tokens"]
+            self.counts[name, split] = {k: manifest.get(k) for k in ("characters", "documents", "tokens")}
 
     def _dataset(self, name: str, split: str, length: int, seed: int, transform: Callable | None = None):
         """A source's blocks of one split: training blocks shuffled, validation blocks in order."""

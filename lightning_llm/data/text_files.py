@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -55,28 +54,6 @@ def text_pieces(
             yield _row(buffer, True, name, number, document_ids)
 
 
-def split_pieces(ds, holdout: str, val_fraction: float, seed: int, path: str):
-    """(train, val) of a dataset of pieces (`ends_document`), without reordering rows or reading text into memory:
-    held-out documents chosen by `seed`, or (`holdout=tail`) the last rows holding `val_fraction` of the text."""
-    import numpy as np
-
-    from lightning_llm.errors import ConfigError
-
-    ends = np.asarray(ds["ends_document"], dtype=bool)
-    if holdout == "tail":
-        return _split_tail(ds, val_fraction, path)
-    documents = int(ends.sum())
-    if documents < 2:
-        raise ConfigError(
-            f"data.path={path!r} has {documents} document: a document-level split needs 2 or more; hold out its "
-            "end with data.holdout=tail, or give a validation file with data.val_path"
-        )
-    document_of_row = np.concatenate(([0], np.cumsum(ends[:-1])))
-    held_out = np.random.default_rng(seed).choice(documents, max(1, round(documents * val_fraction)), replace=False)
-    is_val = np.isin(document_of_row, held_out)
-    return ds.select(np.flatnonzero(~is_val)), ds.select(np.flatnonzero(is_val))
-
-
 def keep_text(batch: dict[str, list]) -> list[bool]:
     """`datasets.filter` predicate: rows with text (text read in pieces needs none: `text_pieces` skips blanks)."""
     return [bool(text and text.strip()) for text in batch["text"]]
@@ -113,34 +90,3 @@ def count_documents(ds) -> int:
         return len(ds)
     ends = ds.select_columns(["ends_document"])
     return sum(sum(batch["ends_document"]) for batch in ends.iter(batch_size=65_536)) + (not ends[-1]["ends_document"])
-
-
-def _split_tail(ds, val_fraction: float, path: str):
-    """The last `val_fraction` of the characters as validation: whole rows, and the row the cut falls in split
-    at the line break (else the space) before it."""
-    import datasets
-    import numpy as np
-
-    from lightning_llm.errors import ConfigError
-
-    sizes = np.fromiter((len(text) for text in releasing_pages(ds["text"])), dtype=np.int64, count=len(ds))
-    target = int(sizes.sum() * (1 - val_fraction))
-    row = int(np.searchsorted(np.cumsum(sizes), target, side="right"))
-    if row >= len(ds):
-        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
-    text, end = ds[row]["text"], bool(ds[row]["ends_document"])
-    offset = target - int(sizes[:row].sum())
-    cut = max(text.rfind("\n", 0, offset), text.rfind(" ", 0, offset)) + 1 or offset
-    head = datasets.Dataset.from_list([{"text": text[:cut], "ends_document": False}], features=ds.features)
-    tail = datasets.Dataset.from_list([{"text": text[cut:], "ends_document": end}], features=ds.features)
-
-    def rows(first: int, stop: int) -> list:
-        return [ds.select(range(first, stop))] if first < stop else []
-
-    train = datasets.concatenate_datasets([*rows(0, row), *([head] if text[:cut].strip() else [])] or [head])
-    val = datasets.concatenate_datasets([tail, *rows(row + 1, len(ds))])
-    if not "".join(train["text"][-1:]).strip() or not text[cut:].strip():
-        raise ConfigError(f"data.path={path!r} is too short to hold out data.val_fraction={val_fraction} of it")
-    for name, part in (("train", train), ("val", val)):  # fixed fingerprints: the shard cache finds them again
-        part._fingerprint = hashlib.sha256(f"{ds._fingerprint}-tail-{val_fraction}-{name}".encode()).hexdigest()[:16]
-    return train, val

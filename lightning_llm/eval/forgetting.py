@@ -41,6 +41,7 @@ class ForgettingProbe:
             self.objective, tokenizer, path=path, block_size=block_size, batch_size=batch_size, cache_dir=str(cache_dir)
         )
         data.prepare_data()
+        data.setup("validate")
         self.batches = list(data.val_dataloader())[:max_batches]
         self.block_size = block_size
         self.seconds = 0.0

@@ -18,11 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from lightning_llm.checkpoints import describe_pretrained
 from lightning_llm.conf import group_options, load_option
 from lightning_llm.data.interface import LLMDataModule
-from lightning_llm.data.loading import check_data_path, check_loader_settings, check_window_settings
+from lightning_llm.data.loading import check_data_path, check_loader_settings
 from lightning_llm.data.mixture import parse_sources
-from lightning_llm.data.pipeline import check_engine
-from lightning_llm.data.shards import check_format
-from lightning_llm.data.streamed import check_streaming
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import build_suite
 from lightning_llm.extras import require
@@ -67,7 +64,6 @@ def check_config(cfg: DictConfig) -> None:
     check_pretrained(cfg)
     check_data_sources(cfg.data)
     hydra.utils.get_class(cfg.data._target_).check_settings(OmegaConf.to_container(cfg.data, resolve=True))
-    check_engine(cfg.data.get("pipeline_engine", "local"))
     check_privacy(cfg)
     check_training_texts(cfg)
     check_validate_before_fit(cfg.get("validate_before_fit", True))
@@ -279,15 +275,6 @@ def check_packing(cfg: DictConfig) -> None:
             f"data.packing={packing!r} does not fit objective={_choice(cfg, 'objective')}: "
             f"use one of {list(objective_cls.packings)}"
         )
-    check_window_settings(cfg.data.get("windows", "grid"), packing)
-    check_format(cfg.data.get("format", "memory"), packing, cfg.data.get("windows", "grid"), cfg.data.get("shard_dir"))
-    check_streaming(
-        bool(cfg.data.get("streaming", False)),
-        cfg.data.get("format", "memory"),
-        cfg.data.get("holdout", "documents"),
-        list(cfg.data.get("pipeline") or []),
-        dict(cfg.data.get("canaries") or {}),
-    )
     family = model_family(cfg)
     if packing == "doc_mask" and not family.model_class.document_masks:
         raise ConfigError(

@@ -148,7 +148,8 @@ class TrainingRecipe:
         tokenizer = choose_tokenizer(cfg, self.pretrained or self.teacher)  # a student from scratch: the teacher's
         batching = resolve_max_tokens(cfg.data, self.pretrained is not None)  # data.max_tokens=auto
         self.datamodule = instantiate(cfg.data, objective=self.objective, tokenizer=tokenizer, **batching)
-        self.datamodule.prepare_data()
+        self.datamodule.prepare_data()  # writes the caches (the tokenizer, tokens)
+        self.datamodule.setup("fit")  # reads them: the tokenizer, rows and statistics
         self.results.data = self.datamodule.stats
         self.results.tokenizer = tokenizer_record(cfg, self.pretrained or self.teacher, self.datamodule)
         if not self.results.tokenizer["kind"].startswith("trained"):
