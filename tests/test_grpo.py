@@ -4,16 +4,18 @@ proof that it learns: held-out exact match rises from a tiny SFT model, and does
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
 
+from lightning_llm.data.arithmetic import arithmetic_problems
 from lightning_llm.errors import ConfigError
 from lightning_llm.objectives.grpo import build_rewards
 from lightning_llm.objectives.grpo_loss import group_advantages, grpo_loss
 from lightning_llm.objectives.rewards import ExactMatch, FormatReward, LengthPenalty, UnitTests, run_limited
 from lightning_llm.recipe import TrainingRecipe, train
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_cli, straight_and_resumed_losses
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +154,24 @@ def test_rewards_come_from_config_with_weights_and_bad_ones_are_refused():
 
 
 # -- runs ------------------------------------------------------------------------------------------------------------
-#: A small GPT trained from scratch on the embedded arithmetic task (character tokenizer): the tiny SFT model
+@pytest.fixture(scope="module")
+def mixed_format(tmp_path_factory) -> str:
+    """The embedded arithmetic problems as a user's jsonl: `prompt`, `answer` and an SFT response that half the
+    time says "about 19" instead of "19" (which the anchored exact match of PROOF_REWARD scores 0)."""
+    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
+    with path.open("w") as f:
+        for i, row in enumerate(arithmetic_problems()):
+            said = row["answer"] if i % 2 == 0 else f"about {row['answer']}"
+            f.write(json.dumps({"prompt": row["question"], "answer": row["answer"], "said": said}) + "\n")
+    return str(path)
+
+
+#: A small GPT trained from scratch on those responses (character tokenizer): the tiny SFT model
 SFT = [
     *TINY,
     "objective=sft",
-    "data=arithmetic",
+    "data=prompts",
+    "data.response_column=said",
     "tokenizer=char",
     "data.batch_size=16",
     "optimizer.lr=3e-3",
@@ -164,12 +179,13 @@ SFT = [
     "trainer.val_check_interval=300",
     "~callbacks.sample",
 ]
+PROOF_REWARD = "objective.rewards=[{_target_: lightning_llm.objectives.rewards.ExactMatch, pattern: '^(-?[0-9]+)$'}]"
 
 
 @pytest.fixture(scope="module")
-def sft_arithmetic(tmp_path_factory, cache_dir) -> str:
+def sft_arithmetic(tmp_path_factory, cache_dir, mixed_format) -> str:
     run = tmp_path_factory.mktemp("sft_arithmetic")
-    train(compose_config(SFT, run, cache_dir))
+    train(compose_config([*SFT, f"data.path={mixed_format}"], run, cache_dir))
     return str(run)
 
 
@@ -193,6 +209,8 @@ def logged(run) -> list[dict[str, str]]:
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_grpo_generates_scores_and_updates_in_the_loop(sft_arithmetic, cache_dir, tmp_path, finetune):
     args = grpo_args(sft_arithmetic, f"finetune={finetune}", "trainer.max_steps=3", "trainer.val_check_interval=3")
+    if finetune == "lora":  # LoRA's dropout would make the updated policy differ from the sampling one
+        args.append("finetune.dropout=0")
     rewards = (
         "objective.rewards=[{_target_: lightning_llm.objectives.rewards.ExactMatch}, "
         "{_target_: lightning_llm.objectives.rewards.FormatReward, pattern: '[0-9]+', weight: 0.1}]"
@@ -258,3 +276,74 @@ def test_a_reward_model_checkpoint_is_a_reward(base_checkpoints, cache_dir, tmp_
     assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]
     with pytest.raises(ConfigError, match="does not exist"):
         RewardModelScore(str(tmp_path / "missing"))
+
+
+def proof_run(checkpoint: str, data: str, out, cache_dir, steps: int, *more: str) -> dict:
+    args = grpo_args(
+        checkpoint,
+        "data=prompts",
+        f"data.path={data}",
+        PROOF_REWARD,
+        "objective.max_new_tokens=8",
+        "finetune=full",
+        "optimizer.lr=3e-4",
+        "data.batch_size=32",
+        "scheduler.warmup_steps=5",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+        "trainer.limit_val_batches=null",  # all 40 held-out problems
+        *more,
+    )
+    return train(compose_config(args, out, cache_dir))
+
+
+def test_grpo_drops_what_the_reward_refuses_on_held_out_prompts(sft_arithmetic, mixed_format, cache_dir, tmp_path):
+    """The fast variant of the proof: 15 steps, and the held-out completions already drop the "about " that the
+    exact match scores 0 (they get shorter) while pass@1 does not fall."""
+    results = proof_run(sft_arithmetic, mixed_format, tmp_path, cache_dir, 15)
+    before, after = results["val_start"], results["metrics"]
+    assert after["val/completions/mean_length"] < before["val/completions/mean_length"] - 1, (before, after)
+    assert after["val/pass@1"] >= before["val/pass@1"]
+
+
+@pytest.mark.slow  # about 40 s: two GRPO runs of 40 steps
+def test_grpo_raises_held_out_exact_match_and_shuffled_rewards_do_not(
+    sft_arithmetic, mixed_format, cache_dir, tmp_path
+):
+    """From the tiny SFT model (held-out greedy pass@1 0.05: it says "about 19" half the time, and knows some sums),
+    40 steps of GRPO on the exact-match reward raise held-out pass@1 clearly (0.175 measured); the same run with
+    each reward handed to a random completion of the batch does not (0.0 measured)."""
+    real = proof_run(sft_arithmetic, mixed_format, tmp_path / "real", cache_dir, 40)
+    shuffled = proof_run(
+        sft_arithmetic, mixed_format, tmp_path / "shuffled", cache_dir, 40, "objective.shuffle_rewards=true"
+    )
+    before = real["val_start"]["val/pass@1"]
+    assert shuffled["val_start"]["val/pass@1"] == before
+    assert real["metrics"]["val/pass@1"] >= before + 0.1, (before, real["metrics"])
+    assert shuffled["metrics"]["val/pass@1"] <= before, (before, shuffled["metrics"])
+    rows = logged(tmp_path / "real")
+    rewards = [float(r["train/rewards/exact_match/mean"]) for r in rows if r.get("train/reward")]
+    assert sum(rewards[-10:]) > sum(rewards[:10])  # the training reward rises too
+
+
+@pytest.mark.slow  # about 30 s: three runs
+def test_grpo_resumes_exactly_with_its_sampler(sft_arithmetic, cache_dir, tmp_path):
+    """A run stopped at step 20 and resumed to 30 logs the losses and rewards of a straight 30-step run: the
+    sampler's RNG comes back with the checkpoint, so the resumed steps draw the same completions."""
+    args = grpo_args(sft_arithmetic, "finetune=full", "scheduler=constant", "trainer.val_check_interval=10")
+    straight, resumed = straight_and_resumed_losses(args, tmp_path, cache_dir)
+    assert len(straight) == 30 and straight == resumed
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # about 40 s: two processes over gloo
+def test_grpo_under_ddp_generates_on_each_rank(sft_arithmetic, cache_dir, tmp_path):
+    args = grpo_args(sft_arithmetic, "finetune=lora", "trainer.max_steps=4", "trainer.val_check_interval=4")
+    args = [a for a in args if a != "~callbacks.sample"] + ["~callbacks.sample"]
+    done = run_cli(
+        *args, "trainer=ddp", "trainer.devices=2", f"paths.cache_dir={cache_dir}", "hydra.run.dir=run", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "completed" and results["replicas_in_sync"] is True
+    assert "val/pass@1" in results["metrics"]
