@@ -61,6 +61,8 @@ KNOWN_HARMLESS_WARNINGS = (
     r".*(FLOPs|flop counter|FlopCounterMode).*",
     # LitData's StreamingDataset (data.format=shards) splits its blocks over workers and ranks itself
     r".*`IterableDataset` has `__len__` defined.*",
+    # Opacus's hooks (privacy=dp) fire on module outputs when the first layer's inputs are token ids: expected
+    r".*Full backward hook is firing when gradients are computed with respect.*",
 )
 #: Loggers of other libraries set to a higher level, each with why.
 QUIET_LOGGERS = {

@@ -11,7 +11,6 @@ LoRA, adapters, prompt tuning) applies. An empty Poisson batch is a noise-only s
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -160,8 +159,8 @@ class DifferentialPrivacy:
         Trainable weights the loss does not reach are frozen (they would not change anyway)."""
         from opacus import GradSampleModule
 
-        # Opacus's hooks fire on module outputs when the first layer's inputs are token ids: expected, harmless
-        warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect")
+        # Opacus's hooks warn that they fire on module outputs (token-id inputs): filtered with the run's other
+        # known-harmless warnings (log.KNOWN_HARMLESS_WARNINGS)
         for module in model.modules():  # tables every row shares (T5's relative position bias): looked up per row
             if hasattr(module, "per_row_gradients"):
                 module.per_row_gradients = True

@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,6 @@ from lightning_llm.training.compute import ComputeMonitor
 from lightning_llm.training.post_training import load_teacher, prepare_objective
 from lightning_llm.training.stability import LossSpikeMonitor
 
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
 log = get_logger(__name__)
 
 
