@@ -7,7 +7,6 @@ is refused in one line, not executed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import TEMP_MARK, atomic_path
 from lightning_llm.log import get_logger
 
 log = get_logger(__name__)
-TEMP_MARK = ".tmp"  # temporary checkpoint files: .<name>.tmp<pid>
 
 
 def load_torch_file(path: str | Path, what: str | None = None) -> Any:
@@ -63,12 +62,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             written = [p for p in path.parent.glob("*.ckpt") if p.is_file()]
             good = max(written, key=lambda p: p.stat().st_mtime) if written else None
             kept = f"the last good checkpoint {good} is kept" if good else "no earlier checkpoint exists"

@@ -8,6 +8,7 @@ import torch
 
 from lightning_llm.checkpoints.pretrained import MODEL_PREFIX, load_pretrained
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import atomic_path
 
 
 def merge_checkpoint(source: str | Path, out: str | Path) -> Path:
@@ -27,7 +28,6 @@ def merge_checkpoint(source: str | Path, out: str | Path) -> Path:
         "merged_from": str(source),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
     return out

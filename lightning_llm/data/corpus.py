@@ -30,6 +30,7 @@ from pathlib import Path
 from lightning_llm.data.arithmetic import arithmetic_problems
 from lightning_llm.data.synthetic import fairness_hiring, fairness_occupations, summary_pairs
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import atomic_path
 
 EMBEDDED_PREFIX = "embedded:"
 _SKIPPED_STDLIB_DIRS = {"site-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
@@ -165,9 +166,9 @@ def materialize_embedded(path: str, cache_dir: str | os.PathLike) -> Path:
         for part in EMBEDDED_CORPORA[name]:
             if not file(part).exists():
                 for built, rows in _BUILDERS[part]().items():
-                    _write_atomically(file(built), (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                    _write_lines(file(built), (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         if not out.exists():  # a corpus of several parts: their files joined
-            _write_atomically(out, _lines_of(file(part) for part in EMBEDDED_CORPORA[name]))
+            _write_lines(out, _lines_of(file(part) for part in EMBEDDED_CORPORA[name]))
     return out
 
 
@@ -177,9 +178,7 @@ def _lines_of(paths: Iterable[Path]) -> Iterator[str]:
             yield from f
 
 
-def _write_atomically(path: Path, lines: Iterable[str]) -> None:
-    """Write `lines` to `path` through a temporary file, so that a reader never sees a part of it."""
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write `lines` to `path` atomically (a reader never sees a part of it)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         f.writelines(lines)
-    tmp.replace(path)

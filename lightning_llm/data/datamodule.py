@@ -34,6 +34,7 @@ from lightning_llm.data.text_corpus import CorpusSettings, TextCorpus
 from lightning_llm.data.text_files import releasing_pages
 from lightning_llm.data.token_store import TokenStore, resolve_tokenizer, tokenizer_key
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import write_json_atomic
 from lightning_llm.log import get_logger
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -189,11 +190,8 @@ class TextDataModule(LLMDataModule):
         key = tokenizer_key(tokenizer)
         self.store.write(documents, tokenizer, key, self.cleaning)
         record = {"tokenizer": str(path) if path else None, "tokenizer_key": key, "stats": stats}
-        target = self._record_path()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(target)
+        self._record_path().parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self._record_path(), record)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the state from the caches on this process (writing them first when no process has): the

@@ -20,6 +20,7 @@ from typing import Any
 import xxhash
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import write_text_atomic
 from lightning_llm.log import get_logger
 
 log = get_logger(__name__)
@@ -81,9 +82,7 @@ def write_json(folder: str, name: str, data: dict[str, Any]) -> None:
     replaces an object whole."""
     text = json.dumps(data, indent=2)
     if not is_remote(folder):
-        tmp = Path(folder) / f"{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        tmp.replace(Path(folder) / name)
+        write_text_atomic(Path(folder) / name, text)
         return
     url = f"{folder.rstrip('/')}/{name}"
     with tempfile.TemporaryDirectory(prefix="lightning-llm-") as tmp:

@@ -9,7 +9,6 @@ them back without the documents: arrays are memory-mapped (copy on write), so Da
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.shards import ShardStore, token_dtype
 from lightning_llm.data.text_corpus import SPLITS, Documents, statistics
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import atomic_path, write_json_atomic
 from lightning_llm.objectives import Objective
 from lightning_llm.tokenizers import Tokenizer, train_or_load_tokenizer
 
@@ -105,12 +105,9 @@ class TokenStore:
                 ds = part.part(split)
                 ids = tokenize(ds, tokenizer, fingerprint(part.keys[split], key, "map"), self.num_proc)
                 counts = {**statistics(ds), "tokens": len(ids)}
-                tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
-                np.save(tmp, ids)
-                tmp.replace(array_path)
-                tmp = counts_path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(counts))
-                tmp.replace(counts_path)  # last: a part with counts is complete
+                with atomic_path(array_path) as tmp, tmp.open("wb") as f:
+                    np.save(f, ids)
+                write_json_atomic(counts_path, counts)  # last: a part with counts is complete
 
     def open(self, keys: dict[str, dict[str, str]], tokenizer: str, cleaning: str) -> None:
         """Read every part back (memory-mapped arrays, or the shards' manifests) and their counts."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.files import atomic_path
 from lightning_llm.objectives.base import IGNORE_INDEX, ObjectiveOutput, token_cross_entropy
 from lightning_llm.objectives.clm import CausalLM
 from lightning_llm.objectives.packing import model_inputs
@@ -90,10 +90,9 @@ class TopKCache:
 
     def write(self, paths: list[Path], scored: torch.Tensor, logps: torch.Tensor, ids: torch.Tensor) -> None:
         for row, path in enumerate(paths):
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
             keep = scored[row]
-            torch.save({"logps": logps[row, keep].half().cpu(), "ids": ids[row, keep].int().cpu()}, tmp)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                torch.save({"logps": logps[row, keep].half().cpu(), "ids": ids[row, keep].int().cpu()}, tmp)
 
 
 class DistillationMixin:

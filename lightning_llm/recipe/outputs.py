@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.checkpoints import remove_stale_temporaries
 from lightning_llm.conf import CONFIG_DIR
 from lightning_llm.errors import ConfigError, user_error_in
+from lightning_llm.files import write_bytes_atomic, write_json_atomic
 from lightning_llm.log import DropNoise
 from lightning_llm.recipe.context import hydra_info
-from lightning_llm.recipe.results import write_bytes_atomic, write_json_atomic
 
 #: Files a run writes in its folder (README "What a run writes"): what overwrite=true, or a new run in the folder of
 #: a failed start, removes.

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file, then rename it over `path` (a crash never leaves half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (write_bytes_atomic)."""
-    write_bytes_atomic(path, json.dumps(data, indent=2, default=str).encode())
+from lightning_llm.files import write_json_atomic
 
 
 def earlier_parts(previous: dict[str, Any]) -> dict[str, Any]:
