@@ -34,6 +34,9 @@ class FinetuneMethod:
     #: The kind of module the method adds beside the base weights (LoRA layers, adapters, virtual tokens): each has
     #: an `enabled` switch, so `disabled` turns the model back into its base. None: the method changes the weights.
     added: ClassVar[type[nn.Module] | None] = None
+    #: Whether the frozen base weights are packed (4- or 8-bit): they cannot be sharded (FSDP), split (tensor
+    #: parallel), moved between pipeline stages or given per-sample gradients (DP-SGD).
+    quantized_base: ClassVar[bool] = False
 
     def apply(self, model: LanguageModel) -> LanguageModel:
         """Transform `model` in place (add modules, freeze weights) and return it."""

@@ -28,6 +28,7 @@ class QLoRA(LoRA):
     precision."""
 
     name: ClassVar[str] = "qlora"
+    quantized_base: ClassVar[bool] = True
     compute_dtype: str = "float32"
     quant_type: str = "nf4"
     bits: int = 4

@@ -13,6 +13,7 @@ import hydra.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lightning_llm.checkpoints import describe_pretrained
@@ -23,6 +24,7 @@ from lightning_llm.data.mixture import parse_sources
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval import build_suite
 from lightning_llm.extras import require
+from lightning_llm.finetune import FinetuneMethod
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, ModelConfig, family_of
 from lightning_llm.objectives import EXAMPLES
@@ -228,7 +230,7 @@ def check_privacy(cfg: DictConfig) -> None:
     require("opacus", "privacy=dp")
     finetune = _choice(cfg, "finetune")
     refusals = {
-        f"finetune={finetune} (4-bit base weights)": finetune.lower() == "qlora",
+        f"finetune={finetune} (4-bit base weights)": finetune_method(cfg).quantized_base,
         f"trainer.strategy={strategy_name(cfg)}": strategy_name(cfg) not in ("auto", "single_device", "ddp"),
         f"trainer.devices={cfg.trainer.get('devices')} without trainer=ddp": (
             strategy_name(cfg) != "ddp" and cfg.trainer.get("devices", 1) not in (1, "1")
@@ -336,6 +338,11 @@ def _choice(cfg: DictConfig, group: str) -> str:
     return cfg[group]._target_.rsplit(".", 1)[-1]
 
 
+def finetune_method(cfg: DictConfig) -> type[FinetuneMethod]:
+    """The fine-tuning method's class (`none` when the config has no finetune group)."""
+    return hydra.utils.get_class(cfg.finetune._target_) if cfg.get("finetune") else FinetuneMethod
+
+
 def strategy_name(cfg: DictConfig) -> str:
     """The trainer's strategy as a name (a `_target_` strategy by its class name)."""
     strategy = cfg.trainer.get("strategy", "auto")
@@ -345,7 +352,6 @@ def strategy_name(cfg: DictConfig) -> str:
 def check_strategy(cfg: DictConfig) -> None:
     """Refuse strategy/hardware/method combinations that cannot run, saying what to use instead."""
     strategy = strategy_name(cfg)
-    finetune = cfg.finetune._target_.rsplit(".", 1)[-1] if cfg.get("finetune") else ""
     if strategy.startswith("deepspeed"):
         if not torch.cuda.is_available() and not cfg.get("estimate"):  # an estimate names its device
             raise ConfigError(
@@ -356,10 +362,13 @@ def check_strategy(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.strategy={strategy} needs the deepspeed package: pip install deepspeed")
     if strategy == "xla" and importlib.util.find_spec("torch_xla") is None:
         raise ConfigError("trainer=xla needs torch_xla on a TPU host: pip install torch_xla[tpu], or use trainer=gpu")
-    if strategy == "ModelParallelStrategy" and finetune == "QLoRA":
+    setting = cfg.trainer.get("strategy")
+    strategy_class = hydra.utils.get_class(setting._target_) if isinstance(setting, DictConfig) else None
+    if strategy_class and issubclass(strategy_class, ModelParallelStrategy) and finetune_method(cfg).quantized_base:
         raise ConfigError(
-            "finetune=qlora cannot run under trainer=fsdp: FSDP cannot shard bitsandbytes' packed 4-bit weights; "
-            "use trainer=ddp (QLoRA's base is already 4x smaller) or finetune=lora with trainer=fsdp"
+            f"finetune={_choice(cfg, 'finetune')} cannot run under trainer=fsdp: FSDP cannot shard bitsandbytes' "
+            "packed 4-bit weights; use trainer=ddp (QLoRA's base is already 4x smaller) or finetune=lora with "
+            "trainer=fsdp"
         )
 
 

@@ -48,7 +48,8 @@ def check_model_parallel(cfg: DictConfig) -> None:
     if not dist.is_gloo_available() and str(trainer.get("accelerator", "auto")) == "cpu":
         raise ConfigError("model parallel on the CPU needs torch.distributed's gloo backend, which this torch lacks")
     model_class = hydra.utils.get_class(cfg.model._target_)
-    finetune = getattr(hydra.utils.get_class(cfg.finetune._target_), "name", "none")
+    method = hydra.utils.get_class(cfg.finetune._target_)
+    finetune = getattr(method, "name", "none")
     if cfg.model.get("compile"):
         raise ConfigError("model.compile=true is not combined with tensor or pipeline parallel here: drop it")
     if "_target_" in (cfg.get("privacy") or {}):
@@ -56,10 +57,10 @@ def check_model_parallel(cfg: DictConfig) -> None:
             "privacy=dp cannot run under tensor or pipeline parallel: Opacus takes per-sample gradients of whole "
             "weights on one device (use trainer=ddp)"
         )
-    if finetune == "qlora":
+    if getattr(method, "quantized_base", False):
         raise ConfigError(
-            "finetune=qlora cannot run under tensor or pipeline parallel: bitsandbytes' packed 4-bit weights cannot "
-            "be split or moved between stages; use finetune=lora, or QLoRA under trainer=ddp"
+            f"finetune={finetune} cannot run under tensor or pipeline parallel: bitsandbytes' packed 4-bit weights "
+            "cannot be split or moved between stages; use finetune=lora, or QLoRA under trainer=ddp"
         )
     if tensor > 1:
         _check_tensor_parallel(model_class, model_config(cfg), tensor)
