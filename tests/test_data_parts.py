@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_llm.data.corpus import materialize_embedded
 from lightning_llm.data.datamodule import TextDataModule
 from lightning_llm.data.fingerprint import fingerprint, source_key
 from lightning_llm.data.mixture import Source
@@ -72,6 +73,14 @@ def test_a_source_key_follows_the_files_not_their_loading(tmp_path):
         f.write("one more line\n")
     assert source_key(path, {"text_column": "text"}) != key, "a changed file is new data"
     assert fingerprint("a", 1) == fingerprint("a", 1) != fingerprint("a", 2)
+
+
+def test_an_embedded_corpus_is_keyed_by_the_file_it_is_written_to(tmp_path):
+    key = source_key("embedded:pydoc_topics", {}, tmp_path)
+    written = materialize_embedded("embedded:pydoc_topics", tmp_path)
+    assert source_key("embedded:pydoc_topics", {}, tmp_path) == key
+    written.write_text(written.read_text() + '{"text": "a corpus built anew"}\n')
+    assert source_key("embedded:pydoc_topics", {}, tmp_path) != key
 
 
 # -- the corpus ----------------------------------------------------------------------------------------------

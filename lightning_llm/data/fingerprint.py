@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from lightning_llm.data.corpus import is_embedded
+from lightning_llm.data.corpus import is_embedded, materialize_embedded
 from lightning_llm.hub import dataset_revision
 from lightning_llm.log import get_logger
 
@@ -36,13 +36,16 @@ def _files(path: str) -> list[list[Any]]:
     return sorted([f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files)
 
 
-def source_key(path: str, settings: dict[str, Any]) -> str:
+def source_key(path: str, settings: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> str:
     """What identifies a corpus for the caches, before it is loaded: its path and reading settings; for local
-    files their sizes and modification times, for an embedded corpus the Python version that builds it, for a
-    Hub dataset the commit the Hub reports (a dataset that moved on is new data: new caches, never the old)."""
+    files their sizes and modification times, for an embedded corpus the Python version that builds it (and, given
+    the cache, the file it is written to), for a Hub dataset the commit the Hub reports (a dataset that moved on is
+    new data: new caches, never the old)."""
     identity: dict[str, Any] = {"path": path, "settings": settings, "files": []}
     if is_embedded(path):
         identity["python"] = list(sys.version_info[:2])
+        if cache_dir is not None:
+            identity["files"] = _files(str(materialize_embedded(path, cache_dir)))
     elif os.path.exists(os.path.expanduser(path)):
         identity["files"] = _files(path)
     else:  # a Hub name (a local path that does not exist was refused before loading)

@@ -90,7 +90,8 @@ class TextCorpus:
         keys = {}
         for index, source in enumerate(self.sources):
             canaries = s.canaries if index == 0 and (s.canaries or {}).get("n") else None
-            reading = [source_key(source.path, self._reading(source)), s.streaming, s.in_pieces, s.max_documents]
+            identity = source_key(source.path, self._reading(source), self.cache_dir)
+            reading = [identity, s.streaming, s.in_pieces, s.max_documents]
             key = fingerprint(reading, cleaning, holdout, canaries)
             keys[source.name] = {split: fingerprint(key, split) for split in SPLITS}
         return keys
