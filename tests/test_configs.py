@@ -19,7 +19,9 @@ from .conftest import CONFIG_DIR, run_cli
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
 ALL_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g, CONFIG_DIR)]
 # options that leave a key for the user to fill in (`???`): the schema names it
-REQUIRED = {("data", option): "data.path is required" for option in ("text", "sft", "classify", "preference", "chat")}
+REQUIRED = {
+    ("data", option): "data.path is required" for option in ("text", "sft", "classify", "preference", "chat", "prompts")
+}
 
 
 def test_every_group_has_options():
