@@ -1,7 +1,7 @@
-"""What post-training objectives run beside the trained model: the reference model of DPO and KTO, and a
-distillation teacher. The recipe loads the teacher with the pretrained weights (`load_teacher`: a student without
-model.pretrained takes its tokenizer) and calls `prepare_objective` once the model, its fine-tuning method and the
-trainer exist, before the first validation."""
+"""What post-training objectives run beside the trained model: the reference model of DPO, KTO and GRPO (and GRPO's
+rewards, on the training device), and a distillation teacher. The recipe loads the teacher with the pretrained
+weights (`load_teacher`: a student without model.pretrained takes its tokenizer) and calls `prepare_objective` once
+the model, its fine-tuning method and the trainer exist, before the first validation."""
 
 from __future__ import annotations
 
