@@ -96,6 +96,7 @@ def test_supervised_batches_follow_the_data(make_cfg, caplog):
         assert len({rows for rows, _ in shapes}) > 2  # as many rows as fit
     rows, length = datamodule.batch_shape()
     assert rows * length <= 1024 and length <= 256
+    assert datamodule.rows_per_batch(256) == 4 and datamodule.rows_per_batch(4096) == 1  # the forgetting probe
 
 
 def test_before_fit_validation_is_bounded_and_fit_keeps_limit_val_batches(caplog):

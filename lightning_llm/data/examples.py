@@ -115,6 +115,11 @@ class ExampleDataModule(LLMDataModule):
         rows, longest = max(((len(b), int(lengths[b].max())) for b in batches), key=lambda s: s[0] * s[1])
         return rows * self.copies, longest
 
+    def rows_per_batch(self, tokens_per_row: int) -> int:
+        if not self.max_tokens:
+            return self.batch_size
+        return max(1, min(self.batch_size, self.max_tokens // max(1, tokens_per_row)))
+
     def keep_sample_prompts(self, prompts: list[str]) -> None:
         """The validation split's first prompts, as the training rows render them."""
         self._sample_prompts = [p for p in prompts[:SAMPLE_PROMPTS] if p]

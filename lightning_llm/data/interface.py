@@ -66,6 +66,11 @@ class LLMDataModule(pl.LightningDataModule, ABC):
         """The validation split, one example per index (data of examples, not of packed text)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no validation examples")
 
+    def rows_per_batch(self, tokens_per_row: int) -> int:
+        """How many rows of `tokens_per_row` tokens one of its batches holds (data.batch_size, or fewer under a
+        bound on a batch's tokens): what a probe beside the run (forgetting) reads at once."""
+        return self.batch_size
+
     def sample_prompts(self, count: int) -> list[str]:
         """Up to `count` held-out prompts in the task's own format (as its training rows render them), for the
         samples a run writes; none of its own (text to continue): the sample callback's prompt."""

@@ -183,7 +183,8 @@ class TrainingRecipe:
         forgetting = cfg.get("forgetting")
         if self.pretrained is not None and self.finetune.adapts_pretrained and forgetting and forgetting.enabled:
             self.probe = ForgettingProbe.for_run(
-                self.model, self.datamodule.tokenizer, forgetting, self.datamodule.block_size, cfg.data.batch_size,
+                self.model, self.datamodule.tokenizer, forgetting, self.datamodule.block_size,
+                self.datamodule.rows_per_batch(forgetting.block_size or self.datamodule.block_size),
                 cfg.paths.cache_dir,
             )  # fmt: skip
 
