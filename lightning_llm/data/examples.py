@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,9 +65,20 @@ class ExampleDataModule(LLMDataModule):
 
     copies = 1
 
-    def __init__(self, objective, block_size: int, batch_size: int, num_workers: int, max_tokens: Any) -> None:
+    def __init__(
+        self,
+        objective,
+        block_size: int,
+        batch_size: int,
+        num_workers: int,
+        max_tokens: Any,
+        split: tuple[float, int, int | None],
+        cache_dir: str,
+    ) -> None:
         check_max_tokens(max_tokens)
         super().__init__(objective, block_size, batch_size, num_workers)
+        self.val_fraction, self.split_seed, self.max_examples = split  # the split's settings; examples kept
+        self.cache_dir = Path(cache_dir)
         self.max_tokens: int | None = None if max_tokens == "auto" else max_tokens
         self._examples: dict[str, Any] = {}
         self._lengths: dict[str, np.ndarray] = {}

@@ -92,14 +92,13 @@ class PreferenceDataModule(ExampleDataModule):
     ) -> None:
         self.check_settings({"label_column": label_column, "unpaired": unpaired})  # columns: checked as they load
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        super().__init__(objective, block_size, batch_size, num_workers, max_tokens)
+        split_settings = (val_fraction, split_seed, max_examples)
+        super().__init__(objective, block_size, batch_size, num_workers, max_tokens, split_settings, cache_dir)
         self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.columns = {"prompt": prompt_column, "chosen": chosen_column, "rejected": rejected_column}
         self.completion_column, self.label_column, self.unpaired = completion_column, label_column, unpaired
         self.chat_template = chat_template
-        self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
-        self.cache_dir = Path(cache_dir)
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:

@@ -8,7 +8,6 @@ import hashlib
 import string
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,14 +58,13 @@ class SupervisedDataModule(ExampleDataModule):
             {"response_column": response_column, "label_column": label_column, "messages_column": messages_column}
         )
         check_loader_settings(batch_size, block_size, val_fraction, num_workers)
-        super().__init__(objective, block_size, batch_size, num_workers, max_tokens)
+        split_settings = (val_fraction, split_seed, max_examples)
+        super().__init__(objective, block_size, batch_size, num_workers, max_tokens, split_settings, cache_dir)
         self.tokenizer_config = tokenizer
         self.path, self.name, self.split = str(path), name, split
         self.prompt_template, self.response_column, self.label_column = prompt_template, response_column, label_column
         self.messages_column, self.chat_template = messages_column, chat_template
         self.labels, self.max_labels = list(labels) if labels else None, max_labels
-        self.val_fraction, self.split_seed, self.max_examples = val_fraction, split_seed, max_examples
-        self.cache_dir = Path(cache_dir)
 
     @classmethod
     def examples_of(cls, settings: Mapping[str, Any]) -> str:
