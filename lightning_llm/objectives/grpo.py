@@ -127,7 +127,7 @@ class GRPO(SupervisedFineTuning):
         self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
         self.num_iterations, self.loss_type, self.scale_rewards = num_iterations, loss_type, scale_rewards
         self.val_temperature = val_temperature
-        self.shuffle_rewards = shuffle_rewards  # a control: each reward goes to a random completion of its group
+        self.shuffle_rewards = shuffle_rewards  # a control: the batch's rewards go to random completions
         self.seed = seed
         self.reference: Reference | None = None
         self.buffer: Rollout | None = None
@@ -152,9 +152,11 @@ class GRPO(SupervisedFineTuning):
             self.generator = torch.Generator(device=device)
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
             self.generator.manual_seed(self.seed * 1_000_003 + rank)  # each process its own completions
-            if self._generator_state is not None:
-                self.generator.set_state(self._generator_state.cpu())
-                self._generator_state = None
+            if self._generator_state is not None:  # a resumed run: the checkpoint holds rank 0's stream
+                state, self._generator_state = self._generator_state.cpu(), None
+                self.generator.set_state(state)
+                if rank:  # the other ranks reseed from it and their rank: distinct streams, the same on every resume
+                    self.generator.manual_seed(int(state.long().sum()) * 1_000_003 + rank)
         return self.generator
 
     # -- data ----------------------------------------------------------------------------------------------
