@@ -152,3 +152,16 @@ def test_estimate_uses_the_rows_real_lengths(make_cfg):
     assert "of at most 2048 padded tokens (data.max_tokens)" in " ".join(bounded["notes"])
     rows_only = train(make_cfg(*overrides, "data.max_tokens=null"))["estimate"]
     assert rows_only["batch_size"] == 16 and rows_only["seq_len"] < 2048  # the longest rows, not the context
+
+
+@pytest.mark.slow  # about 50 s: three runs
+def test_a_resumed_run_takes_the_token_batches_a_straight_run_takes(tmp_path, cache_dir):
+    """Stopped at step 20 and resumed to 30, a run with token-bounded batches logs the straight run's losses: the
+    sampler rebuilds the epoch's batches and skips the 20 it trained."""
+    from .conftest import TINY, straight_and_resumed_losses
+
+    args = [*TINY, *SUMMARIES, "data.max_tokens=512", "~callbacks.sample", "validate_before_fit=false",
+            "scheduler=constant", "scheduler.warmup_steps=5", "trainer.val_check_interval=10",
+            "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1"]  # fmt: skip
+    straight, resumed = straight_and_resumed_losses(args, tmp_path, cache_dir)
+    assert len(straight) == 30 and resumed == straight
