@@ -23,7 +23,7 @@ from lightning_llm.models import GPT
 from lightning_llm.objectives.clm import CausalLM
 from lightning_llm.training import peaks
 from lightning_llm.training.callbacks import LastCheckpoint
-from lightning_llm.training.compute import DEFINITIONS, ComputeMonitor, device_peak_flops
+from lightning_llm.training.compute import DEFINITIONS, ComputeMonitor, device_peak_flops, utilization
 from lightning_llm.training.estimate import estimate, estimate_for_trainer, format_estimate
 from lightning_llm.training.module import LanguageModelModule
 from lightning_llm.training.stability import LossSpikeMonitor, LossSpikeRollback
@@ -147,6 +147,19 @@ def test_cpu_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
     assert f"{torch.get_num_threads()} threads" in key and key.endswith("fp32")
 
 
+def test_a_peak_a_run_beats_is_measured_again_and_an_mfu_above_one_is_left_out(tmp_path, monkeypatch, caplog):
+    """A CPU peak cached from busy cores (issue 34: 28 GFLOP/s for 2 threads, half the 1-thread figure) made MFU 6.3."""
+    key = f"{peaks.cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | fp32"
+    (tmp_path / peaks.CACHE_FILE).write_text(json.dumps({key: 1e9}))
+    monkeypatch.setattr(peaks, "measure_matmul_flops", lambda dtype: 4e9)  # a quiet moment
+    mfu, peak, source = utilization(2e9, 1, torch.device("cpu"), "32-true", str(tmp_path))
+    assert (mfu, peak) == (0.5, 4e9) and json.loads((tmp_path / peaks.CACHE_FILE).read_text())[key] == 4e9
+    monkeypatch.setattr(peaks, "measure_matmul_flops", lambda dtype: 1e9)  # busy again: the higher peak is kept
+    assert utilization(2e9, 1, torch.device("cpu"), "32-true", str(tmp_path))[:2] == (0.5, 4e9)
+    mfu, peak, source = utilization(9e9, 2, torch.device("cpu"), "32-true", str(tmp_path))
+    assert mfu is None and peak == 4e9 and "MFU left out" in caplog.text and peaks.CACHE_FILE in caplog.text
+
+
 # -- ComputeMonitor -----------------------------------------------------------------------------------------------
 def test_compute_monitor_reports_flops_mfu_energy_and_cost(tmp_path, peak_cache):
     monitor = ComputeMonitor(price_per_device_hour=2.0, cache_dir=str(peak_cache), measure_power_secs=1)
@@ -246,6 +259,17 @@ def test_loss_spike_monitor_refuses_bad_settings(kwargs, key):
 
 
 # -- estimate -------------------------------------------------------------------------------------------------
+def test_frozen_weights_cost_4_flops_per_token_not_6():
+    """Frozen weights (a LoRA base, frozen layers) get activation gradients but no weight gradients: 4N, not 6N."""
+    model = GPT(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    full = model.flops_per_token(16)
+    n = model.num_parameters(exclude_embeddings=True)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith("blocks.1.")  # only the last layer trains
+    frozen = model.num_parameters(exclude_embeddings=True, frozen_only=True)
+    assert 0 < frozen < n and model.flops_per_token(16) == full - 2 * frozen
+
+
 def test_flops_are_6n_plus_attention():
     """For a GPT of L layers, width h, vocabulary V (tied head): N = L(12h^2 + 13h) + Vh + 2h without the position
     table, and training FLOPs per token are 6N + 12Lhs (PaLM appendix B)."""

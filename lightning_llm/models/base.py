@@ -113,19 +113,24 @@ class LanguageModel(nn.Module):
         """Final hidden states (batch, time, n_embd); `attention_mask` 1 = real token, 0 = padding."""
         raise NotImplementedError
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+    def num_parameters(self, exclude_embeddings: bool = False, frozen_only: bool = False) -> int:
         """Parameter count (tied weights once; a 4-bit packed weight by its unpacked shape); optionally without
-        the position table, as MFU wants."""
+        the position table, as MFU wants, or only those that get no gradient (frozen layers, a LoRA base)."""
+        counted = [p for p in self.parameters() if not (frozen_only and p.requires_grad)]
         n = sum(
             torch.Size(p.quant_state.shape).numel() if getattr(p, "quant_state", None) is not None else p.numel()
-            for p in self.parameters()
+            for p in counted
         )
         positions = getattr(self, "wpe", None)
-        if exclude_embeddings and positions is not None:
+        if exclude_embeddings and positions is not None and any(p is positions.weight for p in counted):
             n -= positions.weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token: 6N for the weights plus 12·L·d·T for attention (PaLM appendix B)."""
+        """Training FLOPs per token (PaLM appendix B): the forward pass (2N) and the gradients of the activations
+        (2N) through every weight, the gradients of the weights (2N) only for those that train, so 6N when all
+        do and about 4N for LoRA; plus 12·L·d·T for attention."""
         layers = sum(len(stack) for stack in self.layer_stacks())
-        return 6 * self.num_parameters(exclude_embeddings=True) + 12 * layers * self.config.n_embd * seq_len
+        weights = 6 * self.num_parameters(exclude_embeddings=True)
+        frozen = 2 * self.num_parameters(exclude_embeddings=True, frozen_only=True)
+        return weights - frozen + 12 * layers * self.config.n_embd * seq_len

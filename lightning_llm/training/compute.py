@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,24 +18,26 @@ from lightning_llm.errors import ConfigError
 from lightning_llm.log import get_logger
 from lightning_llm.training.energy import EnergyMeter, take_meter
 from lightning_llm.training.parallel import data_parallel_size
-from lightning_llm.training.peaks import device_name, device_peak_flops, precision_dtype
+from lightning_llm.training.peaks import CACHE_FILE, device_name, device_peak_flops, precision_dtype
 
 log = get_logger(__name__)
 
 DEFINITIONS = {
-    "flops_per_token": "flops_total / tokens: the mean over the trained tokens of model.flops_per_token(length), 6 x "
-    "parameters (frozen ones too; not the position table) + 12 x layers x width x length for attention (PaLM "
-    "appendix B), where length is each token's own sequence: its row's real tokens (padding excluded), or its "
-    "document within a packed row under doc_mask",
+    "flops_per_token": "flops_total / tokens: the mean over the trained tokens of model.flops_per_token(length): "
+    "6 x trained parameters + 4 x frozen ones (no weight gradients; not the position table) + 12 x layers x "
+    "width x length for attention (PaLM appendix B), where length is each token's own sequence: its row's real "
+    "tokens (padding excluded), or its document within a packed row under doc_mask",
     "tokens": "tokens trained in this fit, all devices (the module's tokens_seen difference)",
-    "flops_total": "the sum over trained batches and devices of 6N x real tokens + 12 x layers x width x the sum "
-    "of each sequence's length squared (so rows shorter than the context count what they cost)",
+    "flops_total": "the sum over trained batches and devices of (6 x trained + 4 x frozen parameters) x real "
+    "tokens + 12 x layers x width x the sum of each sequence's length squared (so rows shorter than the context "
+    "count what they cost)",
     "fit_seconds": "wall time from the start to the end of training (validation and checkpoints included)",
     "train_seconds": "fit_seconds minus the time spent in validation during fit",
     "achieved_flops_per_s": "flops_total / train_seconds (all devices together)",
     "peak_flops_per_s": "one device's peak for the run's precision: data-sheet dense peak (GPU) or a measured "
     "torch.matmul peak (CPU); see peak_source",
-    "mfu": "achieved_flops_per_s / (peak_flops_per_s x devices)",
+    "mfu": "achieved_flops_per_s / (peak_flops_per_s x devices); left out when above 1 (a CPU peak measured on a "
+    "busy machine is measured again first)",
     "energy_kwh": "CodeCarbon OfflineEmissionsTracker, machine mode, on rank 0's machine x nodes: CPU from RAPL or "
     "TDP x load (a default TDP for unknown CPUs), GPU from NVML, RAM estimated from its size; it starts with "
     "training, in a process of its own (lightning_llm.training.energy)",
@@ -65,6 +68,27 @@ def batch_flops(model: Any, batch: dict[str, Any]) -> int:
     per_token = model.flops_per_token(0)
     per_length = model.flops_per_token(1) - per_token
     return int(per_token * lengths.sum().item() + per_length * (lengths**2).sum().item())
+
+
+def utilization(
+    achieved: float, devices: int, device: torch.device, precision: str, cache_dir: str | None
+) -> tuple[float | None, float | None, str]:
+    """(MFU, the device's peak, where the peak comes from) for `achieved` FLOP/s over `devices`. A CPU peak measured
+    on busy cores can be below what a run achieves: it is measured again; an MFU still above 1 is left out."""
+    dtype = precision_dtype(precision)
+    peak, source = device_peak_flops(device, dtype, cache_dir)
+    if peak and achieved > peak * devices and source.startswith("measured"):
+        peak, source = device_peak_flops(device, dtype, cache_dir, remeasure=True)
+    if not peak:
+        return None, peak, source
+    if achieved > peak * devices:
+        log.warning(
+            "MFU left out: this fit's %.3g FLOP/s exceed %d x the device's peak of %.3g (%s): measure the CPU's "
+            "peak on a quiet machine by deleting %s",
+            achieved, devices, peak, source, Path(cache_dir or ".") / CACHE_FILE,
+        )  # fmt: skip
+        return None, peak, source
+    return achieved / (peak * devices), peak, source
 
 
 class ComputeMonitor(pl.Callback):
@@ -150,7 +174,6 @@ class ComputeMonitor(pl.Callback):
         devices = trainer.world_size
         tokens = int(getattr(pl_module, "tokens_seen", 0)) - self._tokens_before
         precision = str(trainer.precision)
-        peak, source = device_peak_flops(pl_module.device, precision_dtype(precision), self.cache_dir)
         c: dict[str, Any] = {
             "device": device_name(pl_module.device),
             "devices": devices,
@@ -158,14 +181,13 @@ class ComputeMonitor(pl.Callback):
             "tokens": tokens,
             "fit_seconds": round(fit_seconds, 3),
             "train_seconds": round(train_seconds, 3),
-            "peak_flops_per_s": peak,
-            "peak_source": source,
         }
         if self._flops and tokens:
             achieved = self._flops / train_seconds
             c.update(flops_per_token=round(self._flops / tokens), flops_total=self._flops)
             c["achieved_flops_per_s"] = achieved
-            c["mfu"] = achieved / (peak * devices) if peak else None
+            c["mfu"], peak, source = utilization(achieved, devices, pl_module.device, precision, self.cache_dir)
+            c.update(peak_flops_per_s=peak, peak_source=source)
         c.update(self._energy(trainer))
         if self.price_per_device_hour is not None:
             c["price_per_device_hour"] = self.price_per_device_hour
