@@ -150,6 +150,12 @@ def test_final_validation_runs_when_fit_ended_between_validations(make_cfg):
     assert results["metrics"]["val/loss"] == pytest.approx(rows[-1][1])
 
 
+def test_a_run_without_validation_trains(make_cfg):
+    """trainer.limit_val_batches=0 turns validation off: the final validation returns nothing (was an IndexError)."""
+    results = train(make_cfg("trainer.limit_val_batches=0", "trainer.max_steps=3", "~callbacks.sample"))
+    assert results["status"] == "completed" and results["steps"] == 3 and "val/loss" not in results["metrics"]
+
+
 def test_a_run_without_loggers_trains(make_cfg):
     """logger=none with the default callbacks: Lightning's learning-rate monitor would fail once training starts
     (it refuses to run without a logger); the recipe leaves it out."""

@@ -74,6 +74,7 @@ def validate_before_fit(trainer: pl.Trainer, module: pl.LightningModule, datamod
         )  # fmt: skip
         trainer.limit_val_batches = batches
     try:
-        return scalars(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+        measured = trainer.validate(module, datamodule=datamodule, verbose=False)
+        return scalars(measured[0]) if measured else {}  # none with trainer.limit_val_batches=0
     finally:
         trainer.limit_val_batches = limit

@@ -298,7 +298,7 @@ class TrainingRecipe:
             self.results.replicas_in_sync = replicas_in_sync(trainer, model)
         if not (cfg.train and self.module.validated_at_step == trainer.global_step):  # else fit just measured it
             final = trainer.validate(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, verbose=False)
-            self.results.metrics.update(scalars(final[0]))
+            self.results.metrics.update(scalars(final[0]) if final else {})  # none with limit_val_batches=0
         if not (trainer.is_global_zero or sharded(model)):
             return
         if self.probe is not None:
