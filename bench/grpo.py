@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from bench.common import ROOT, span, stamp
+from bench.common import run_in_fresh_process, span, stamp
 from bench.finetune import peak_rss_mb
 
 VARIANTS = ("lora", "full")
@@ -117,12 +115,8 @@ def worker(variant: str, shape: dict[str, int], steps: int, threads: int, device
 
 def run_worker(variant: str, quick: bool, steps: int, threads: int, device: str) -> Result:
     """`worker` in a fresh interpreter (its own peak memory)."""
-    args = [sys.executable, "-m", "bench.grpo", "--worker", variant, "--steps", str(steps), "--threads", str(threads)]
-    args += ["--device", device, *(["--quick"] if quick else [])]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {variant} failed:\n{done.stderr[-3000:]}")
-    return Result(**json.loads(done.stdout.strip().splitlines()[-1]))
+    args = ["--worker", variant, "--steps", str(steps), "--threads", str(threads), "--device", device]
+    return Result(**run_in_fresh_process("bench.grpo", *args, *(["--quick"] if quick else [])))
 
 
 def table(results: list[Result]) -> str:
