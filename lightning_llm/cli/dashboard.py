@@ -13,8 +13,13 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entity", help="the W&B entity (user or team) the workspace belongs to")
     parser.add_argument("--project", help="the W&B project of the runs (conf/logger/wandb.yaml: lightning-llm)")
-    parser.add_argument("--run", action="append", default=[], metavar="FOLDER",
-                        help="a run or sweep folder whose logged keys choose the panels (repeat; default: logs/)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a run or sweep folder whose logged keys choose the panels (repeat; default: logs/)",
+    )
     parser.add_argument("--name", help="the workspace's name (default: lightning-llm <project>)")
     parser.add_argument("--out", metavar="FILE", help="where the offline spec goes (default logs/dashboards/P.json)")
     parser.add_argument("--offline", action="store_true", help="write the spec file even when W&B is reachable")

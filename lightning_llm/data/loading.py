@@ -195,17 +195,6 @@ def read_texts(path: str) -> list[str]:
     return [v for row in map(json.loads, lines) for v in row.values() if isinstance(v, str)]
 
 
-def split_train_val(ds, val_fraction: float, seed: int, path: str):
-    """A deterministic document-level split (independent of the run's seed)."""
-    if len(ds) < 2:
-        raise ConfigError(
-            f"data.path={path!r} has {len(ds)} document: a document-level split needs 2 or more; hold out its "
-            "end with data.holdout=tail, or give a validation file with data.val_path"
-        )
-    splits = ds.train_test_split(test_size=max(1, round(len(ds) * val_fraction)), seed=seed, shuffle=True)
-    return splits["train"], splits["test"]
-
-
 def check_loader_settings(batch_size: int, block_size: int, val_fraction: float, num_workers: int) -> None:
     """Numeric data settings in range, named in one line (before anything loads)."""
     if batch_size < 1:

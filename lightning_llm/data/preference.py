@@ -23,7 +23,8 @@ from lightning_llm.data.chat import messages_of, prompt_and_reply, special_strin
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
 from lightning_llm.data.datamodule import resolve_tokenizer
 from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
-from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
+from lightning_llm.data.loading import check_loader_settings, load_rows
+from lightning_llm.data.splits import split_documents
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -197,7 +198,7 @@ class PreferenceDataModule(ExampleDataModule):
         rendered = rows.map(
             render, batched=True, remove_columns=rows.column_names, new_fingerprint=fingerprint, desc="render"
         )
-        train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
+        train, val = split_documents(rendered, self.val_fraction, self.split_seed, self.path)
         responses = ["response"] if self.judged else ["chosen", "rejected"]
         self.train_texts = list(train["prompt"]) + [t for key in responses for t in train[key]]
         self.keep_sample_prompts(list(dict.fromkeys(val.select(range(min(len(val), 2 * SAMPLE_PROMPTS)))["prompt"])))

@@ -15,7 +15,8 @@ import numpy as np
 from lightning_llm.data.chat import messages_of, special_strings, template_source, turns
 from lightning_llm.data.datamodule import resolve_tokenizer
 from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
-from lightning_llm.data.loading import check_loader_settings, load_rows, split_train_val
+from lightning_llm.data.loading import check_loader_settings, load_rows
+from lightning_llm.data.splits import split_documents
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -142,7 +143,7 @@ class SupervisedDataModule(ExampleDataModule):
         rendered = rows.map(
             render, batched=True, remove_columns=rows.column_names, new_fingerprint=fingerprint, desc="render"
         )
-        train, val = split_train_val(rendered, self.val_fraction, self.split_seed, self.path)
+        train, val = split_documents(rendered, self.val_fraction, self.split_seed, self.path)
         if self.messages_column:
             texts = ["".join(pieces) for pieces in train["pieces"]]
         else:

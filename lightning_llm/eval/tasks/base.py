@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lightning_llm.data.corpus import is_embedded
-from lightning_llm.data.loading import load_rows, looks_local, split_train_val
+from lightning_llm.data.loading import load_rows, looks_local
+from lightning_llm.data.splits import split_documents
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval.metrics import METRIC_DEFINITIONS
 from lightning_llm.eval.prompts import PROCESS_DOCS, FewShotSampler, HarnessFewShotSampler, fewshot_prompt, render
@@ -143,7 +144,7 @@ class DataTask(Task):
         """(rows, few-shot pool) of the held-out split: rows the run trained on (`env.train_texts`) are dropped,
         and `heldout` records which rows of the table were scored (their indices) and how many were dropped."""
         numbered = ds.add_column("_row", list(range(len(ds))))
-        pool, held = split_train_val(numbered, self.holdout_fraction, self.holdout_seed, self.path or self.dataset)
+        pool, held = split_documents(numbered, self.holdout_fraction, self.holdout_seed, self.path or self.dataset)
         indices, rows = held["_row"], self._rows(held.remove_columns("_row"))
         trained = {hash(text.strip()) for text in env.train_texts} if env.train_texts else set()
         honest = [i for i, row in enumerate(rows) if not any(hash(t.strip()) in trained for t in self.row_texts(row))]
