@@ -8,8 +8,9 @@ from typing import ClassVar
 import pytest
 
 from lightning_llm.errors import ConfigError
-from lightning_llm.finetune import LoRA
+from lightning_llm.finetune import LoRA, PromptTuning
 from lightning_llm.recipe.checks import check_privacy, check_strategy
+from lightning_llm.training.parallel_checks import check_model_parallel
 
 
 @dataclass
@@ -30,3 +31,18 @@ def test_a_quantized_base_is_refused_by_its_flag(make_cfg):
     check_strategy(make_cfg("finetune=lora", PACKED, "trainer=ddp"))  # replicated: fine
     with pytest.raises(ConfigError, match=r"\(4-bit base weights\)"):
         check_privacy(make_cfg("finetune=lora", PACKED, "privacy=dp"))
+
+
+@dataclass
+class SoftPrefix(PromptTuning):
+    """Prompt tuning under another name: it still prepends virtual tokens."""
+
+    name: ClassVar[str] = "soft_prefix"
+
+
+def test_a_method_that_prepends_tokens_is_refused_under_pipeline_parallel_by_its_flag(make_cfg):
+    pipeline = ["trainer=pp", "model=llama-nano", "model.n_kv_head=1"]
+    with pytest.raises(ConfigError, match="finetune=soft_prefix prepends virtual tokens"):
+        renamed = "finetune._target_=tests.test_capabilities.SoftPrefix"
+        check_model_parallel(make_cfg(*pipeline, "finetune=prompt", renamed))
+    check_model_parallel(make_cfg(*pipeline, "finetune=lora"))

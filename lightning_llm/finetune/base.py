@@ -37,6 +37,9 @@ class FinetuneMethod:
     #: Whether the frozen base weights are packed (4- or 8-bit): they cannot be sharded (FSDP), split (tensor
     #: parallel), moved between pipeline stages or given per-sample gradients (DP-SGD).
     quantized_base: ClassVar[bool] = False
+    #: Whether the method prepends embeddings to every sequence (the model's `prefix` seam): the stages after a
+    #: pipeline's first would not know of them.
+    prepends_tokens: ClassVar[bool] = False
 
     def apply(self, model: LanguageModel) -> LanguageModel:
         """Transform `model` in place (add modules, freeze weights) and return it."""

@@ -40,6 +40,7 @@ class PromptTuning(FinetuneMethod):
     saves_trainable_only: ClassVar[bool] = True
     mergeable: ClassVar[bool] = False
     added: ClassVar[type[nn.Module]] = VirtualTokens
+    prepends_tokens: ClassVar[bool] = True
     num_virtual_tokens: int = 20
     init_seed: int = 0
 

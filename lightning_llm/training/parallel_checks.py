@@ -65,7 +65,7 @@ def check_model_parallel(cfg: DictConfig) -> None:
     if tensor > 1:
         _check_tensor_parallel(model_class, model_config(cfg), tensor)
     if pipeline > 1:
-        _check_pipeline(cfg, model_class, finetune, world, pipeline)
+        _check_pipeline(cfg, model_class, method, world, pipeline)
 
 
 def _check_tensor_parallel(model_class: type[LanguageModel], config: ModelConfig, size: int) -> None:
@@ -79,7 +79,7 @@ def _check_tensor_parallel(model_class: type[LanguageModel], config: ModelConfig
         raise ConfigError(f"trainer.tensor_parallel_size={size}: {problem}; choose a size that divides it")
 
 
-def _check_pipeline(cfg: DictConfig, model_class: type[LanguageModel], finetune: str, world: int, stages: int) -> None:
+def _check_pipeline(cfg: DictConfig, model_class: type[LanguageModel], method: type, world: int, stages: int) -> None:
     trainer, data, config = cfg.trainer, cfg.data, model_config(cfg)
     microbatches, schedule = _number(trainer, "microbatches"), trainer.get("pipeline_schedule")
     family = model_class.family
@@ -105,8 +105,8 @@ def _check_pipeline(cfg: DictConfig, model_class: type[LanguageModel], finetune:
         "row": data.batch_size < microbatches,
         f"trainer.accumulate_grad_batches={trainer.get('accumulate_grad_batches')} under trainer=pp: use "
         "trainer.microbatches to split a batch": trainer.get("accumulate_grad_batches", 1) != 1,
-        f"finetune={finetune} prepends virtual tokens the later stages would not know of: use finetune=lora or "
-        "adapter with trainer=pp": finetune == "prompt",
+        f"finetune={getattr(method, 'name', 'none')} prepends virtual tokens the later stages would not know of: use "
+        "finetune=lora or adapter with trainer=pp": getattr(method, "prepends_tokens", False),
         "trainer=pp trains on the model's per-token logits; objective="
         f"{cfg.objective._target_.rsplit('.', 1)[-1]} reads one vector per sequence: use trainer=tp or fsdp": (
             hydra.utils.get_class(cfg.objective._target_).examples == "labelled"
