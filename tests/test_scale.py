@@ -69,6 +69,7 @@ def test_ddp_trains_from_token_shards(tmp_path, cache_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # about 20 s: DP-SGD (tests/test_privacy.py) and DDP (above) each run in make test
 def test_dp_sgd_under_ddp_keeps_the_replicas_in_sync_and_accounts_both_processes(tmp_path, cache_dir):
     """privacy=dp under trainer=ddp: each process draws Poisson batches from its own share of the rows, the
     first adds the noise and the clipped sums are all-reduced, so both replicas take the same steps; the sampling
