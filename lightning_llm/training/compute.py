@@ -61,12 +61,17 @@ def sequence_lengths(batch: dict[str, Any]) -> torch.Tensor:
     return torch.full((ids.size(0),), ids.size(1), device=ids.device)
 
 
-def batch_flops(model: Any, batch: dict[str, Any]) -> int:
-    """A batch's training FLOPs from its real sequence lengths: flops_per_token is linear in the length
-    (a + b x length), so a sequence of length t costs a·t + b·t²."""
-    lengths = sequence_lengths(batch).to(torch.float64)
+def flops_coefficients(model: Any) -> tuple[int, int]:
+    """(a, b) with a sequence of length t costing a·t + b·t² training FLOPs (flops_per_token is linear in t)."""
     per_token = model.flops_per_token(0)
-    per_length = model.flops_per_token(1) - per_token
+    return per_token, model.flops_per_token(1) - per_token
+
+
+def batch_flops(model: Any, batch: dict[str, Any], coefficients: tuple[int, int] | None = None) -> int:
+    """A batch's training FLOPs from its real sequence lengths: flops_per_token is linear in the length
+    (a + b x length), so a sequence of length t costs a·t + b·t² (`coefficients`: a and b, if already known)."""
+    lengths = sequence_lengths(batch).to(torch.float64)
+    per_token, per_length = coefficients or flops_coefficients(model)
     return int(per_token * lengths.sum().item() + per_length * (lengths**2).sum().item())
 
 
@@ -128,6 +133,7 @@ class ComputeMonitor(pl.Callback):
         self.compute, self._validation_seconds = {}, 0.0
         self._tokens_before = int(getattr(pl_module, "tokens_seen", 0))
         self._flops = 0
+        self._coefficients: tuple[int, int] | None = None  # what trains is fixed within a fit
         if self.track_energy and trainer.is_global_zero:
             self._meter = self._start_meter()
         self._started = time.perf_counter()
@@ -147,7 +153,8 @@ class ComputeMonitor(pl.Callback):
         model = getattr(pl_module, "model", None)
         if self._started is not None and isinstance(batch, dict) and hasattr(model, "flops_per_token"):
             # every data-parallel replica trains a batch like this one; a model-parallel group shares one
-            self._flops += batch_flops(model, batch) * data_parallel_size(trainer)
+            self._coefficients = self._coefficients or flops_coefficients(model)
+            self._flops += batch_flops(model, batch, self._coefficients) * data_parallel_size(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
