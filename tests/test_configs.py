@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from lightning_llm.cli.overrides import check_cli_overrides
 from lightning_llm.conf import group_options
@@ -72,6 +73,15 @@ def test_unknown_group_option_is_named():
     with pytest.raises(ConfigError, match="tokenizer=sentencepiece"):
         check_cli_overrides(["tokenizer=bpe,sentencepiece", "--multirun"])
     check_cli_overrides(["model=gpt", "model.n_layer=2", "hydra.run.dir=x", "+foo=1", "~logger"])  # no error
+
+
+def test_precision_is_set_in_its_group_only():
+    """One place sets precision: the precision group (it writes trainer.precision); the trainer group does not."""
+    with pytest.raises(ConfigError, match=r"trainer.precision=bf16-mixed sets precision outside .*precision=<option>"):
+        check_cli_overrides(["trainer.precision=bf16-mixed"])
+    check_cli_overrides(["precision=bf16-mixed"])  # no error
+    for option in (CONFIG_DIR / "trainer").glob("*.yaml"):
+        assert "precision" not in OmegaConf.load(option), f"{option.name} sets precision: the precision group does"
 
 
 MISSPELT = {

@@ -23,6 +23,12 @@ def check_cli_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> 
         raise ConfigError(f"cannot parse the overrides {args}: {str(err).splitlines()[0]}") from err
     for override in parsed:
         group = override.key_or_group
+        if group.lstrip("+~") == "trainer.precision":
+            options = ", ".join(group_options("precision", config_dir))
+            raise ConfigError(
+                f"{override.input_line} sets precision outside its group: use precision=<option>, one of {options} "
+                "(files in conf/precision/)"
+            )
         if group.startswith("hydra") or not (config_dir / group).is_dir() or override.is_delete():
             continue
         if override.is_sweep_override():
