@@ -57,11 +57,11 @@ def tokenizer_for(objective: Any, vocab_size: int) -> Any:
 
 
 def build_families(shape: dict[str, int]) -> list[Family]:
-    """GPT + CausalLM, BERT + MaskedLM, T5 + SpanCorruption, each bound to its own tokenizer."""
+    """GPT + CausalLM, BERT + MaskedLM, T5 + SpanCorruption, each configured with its own tokenizer."""
     import torch
 
     from lightning_llm.models import BERT, GPT, T5
-    from lightning_llm.objectives import CausalLM, MaskedLM, SpanCorruption
+    from lightning_llm.objectives import CausalLM, MaskedLM, ObjectiveContext, SpanCorruption
     from lightning_llm.training.optim import parameter_groups
 
     families = []
@@ -71,11 +71,10 @@ def build_families(shape: dict[str, int]) -> list[Family]:
         ("T5 + span corruption", T5, SpanCorruption()),
     ):
         tokenizer = tokenizer_for(objective, shape["vocab_size"])
-        objective.bind_tokenizer(tokenizer)
         for token in objective.special_tokens:  # the ids the objective looks up must be real pieces
             assert tokenizer.token_to_id(token) != tokenizer.unk_id, token
         model = model_class(**shape)
-        objective.prepare_model(model)
+        objective.configure(ObjectiveContext(model=model, tokenizer=tokenizer))
         model.train()
         optimizer = torch.optim.AdamW(parameter_groups(model), lr=3e-4, weight_decay=0.1)
         length, _ = objective.block_layout(shape["block_size"])

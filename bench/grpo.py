@@ -59,7 +59,7 @@ def worker(variant: str, shape: dict[str, int], steps: int, threads: int, device
 
     from lightning_llm.finetune import Full, LoRA, count_parameters
     from lightning_llm.models import GPT
-    from lightning_llm.objectives import GRPO
+    from lightning_llm.objectives import GRPO, ObjectiveContext
     from lightning_llm.training.optim import parameter_groups
     from lightning_llm.training.post_training import reference_for
 
@@ -70,8 +70,7 @@ def worker(variant: str, shape: dict[str, int], steps: int, threads: int, device
     method.apply(model)
     rewards = [{"_target_": "lightning_llm.objectives.rewards.LengthPenalty", "target_chars": 100}]
     objective = GRPO(rewards=rewards, group_size=GROUP, max_new_tokens=NEW_TOKENS, kl_beta=0.04)
-    objective.prepare_model(model)
-    objective.bind_tokenizer(IdTokenizer())
+    objective.configure(ObjectiveContext(model=model, tokenizer=IdTokenizer()))
     objective.bind_reference(reference_for(model, method)[0])
     optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-5)
     ids = torch.randint(4, shape["vocab_size"], (PROMPTS, PROMPT_TOKENS), device=device)

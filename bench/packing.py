@@ -26,34 +26,35 @@ from lightning_llm.objectives import IGNORE_INDEX, CausalLM
 PACKINGS = ("concat", "doc_mask", "pad")
 
 
-def batches(packing: str, block_size: int, batch_size: int):
-    """An endless stream of training batches collated for `packing`, and the tokenizer's vocabulary size."""
+def packed_data(packing: str, block_size: int, batch_size: int) -> TextDataModule:
+    """The default data packed as `packing`, set up, with a causal LM objective of its own."""
     cfg = compose_config([f"data.packing={packing}", f"data.block_size={block_size}", f"data.batch_size={batch_size}"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("_target_")
     datamodule = TextDataModule(objective=CausalLM(), tokenizer=OmegaConf.to_container(cfg.tokenizer), **data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return itertools.cycle(datamodule.train_dataloader()), datamodule.tokenizer.vocab_size
+    return datamodule
 
 
 def measure(block_size: int, batch_size: int, warmup: int, steps: int) -> list[Row]:
     cfg = compose_config([f"model.block_size={block_size}"])
-    streams, models, optimizers = {}, {}, {}
+    streams, objectives, models, optimizers = {}, {}, {}, {}
     for packing in PACKINGS:
-        streams[packing], vocab = batches(packing, block_size, batch_size)
+        datamodule = packed_data(packing, block_size, batch_size)
         torch.manual_seed(0)
-        models[packing] = build_model(cfg.model, vocab_size=vocab)
+        models[packing] = build_model(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
+        objectives[packing] = datamodule.objective
+        objectives[packing].configure(datamodule.objective_context(models[packing]))  # collation needs it
+        streams[packing] = itertools.cycle(datamodule.train_dataloader())
         optimizers[packing] = torch.optim.AdamW(models[packing].parameters(), lr=1e-4)
-    objective = CausalLM()
     samples: dict[str, list[Sample]] = {p: [] for p in PACKINGS}
     labelled: dict[str, list[int]] = {p: [] for p in PACKINGS}
     for step in range(warmup + steps):
         for packing in PACKINGS:
             batch = next(streams[packing])
-            objective.packing = packing
             start = stamp()
-            loss = objective.forward(models[packing], batch).loss
+            loss = objectives[packing].forward(models[packing], batch).loss
             loss.backward()
             optimizers[packing].step()
             optimizers[packing].zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ def worker(variant: str, shape: dict[str, int], steps: int, threads: int) -> Res
 
     from lightning_llm.finetune import Full, LoRA, count_parameters
     from lightning_llm.models import GPT
-    from lightning_llm.objectives import IGNORE_INDEX, DirectPreference
+    from lightning_llm.objectives import IGNORE_INDEX, DirectPreference, ObjectiveContext
     from lightning_llm.objectives.base import sequence_logps
     from lightning_llm.training.optim import parameter_groups
     from lightning_llm.training.post_training import reference_for
@@ -59,7 +59,7 @@ def worker(variant: str, shape: dict[str, int], steps: int, threads: int) -> Res
     method = LoRA(rank=8, alpha=16) if variant == "lora" else Full()
     method.apply(model)
     objective = DirectPreference(beta=0.1, precompute_reference=variant == "full-precomputed")
-    objective.prepare_model(model)
+    objective.configure(ObjectiveContext(model=model))
     length, pairs = shape["block_size"], 4
     ids = torch.randint(4, shape["vocab_size"], (2 * pairs, length + 1))
     labels = ids[:, 1:].clone()

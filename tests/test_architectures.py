@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_llm.models import BERT, GPT, T5
-from lightning_llm.objectives import IGNORE_INDEX, MaskedLM, SpanCorruption
+from lightning_llm.objectives import IGNORE_INDEX, MaskedLM, ObjectiveContext, SpanCorruption
 from lightning_llm.objectives.span import input_and_target_lengths, random_spans_noise_mask
 from lightning_llm.recipe import train
 from lightning_llm.tokenizers import CharTokenizer
@@ -84,7 +84,7 @@ def test_mlm_masking_statistics():
     torch.manual_seed(0)
     objective = MaskedLM()
     tok = _tokenizer(objective.special_tokens)
-    objective.bind_tokenizer(tok)
+    objective.configure(ObjectiveContext(tokenizer=tok))
     blocks = [torch.randint(objective.first_regular_id, tok.vocab_size, (126,)) for _ in range(100)]
     blocks[0][:10] = tok.eos_id  # document separators are never picked
     batch = objective.collate(blocks)
@@ -126,7 +126,7 @@ def test_span_corruption_round_trip_and_lengths():
     torch.manual_seed(0)
     objective = SpanCorruption()
     tok = _tokenizer(objective.special_tokens)
-    objective.bind_tokenizer(tok)
+    objective.configure(ObjectiveContext(tokenizer=tok))
     raw_length, stride = objective.block_layout(128)
     assert (raw_length, stride) == (141, 141)
     assert input_and_target_lengths(512, 0.15, 3.0) == (568, 114)  # T5's published numbers

@@ -15,10 +15,11 @@ from lightning_llm.data.corpus import materialize_embedded
 from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.loading import load_rows
 from lightning_llm.errors import ConfigError
-from lightning_llm.objectives import EXAMPLES, CausalLM
+from lightning_llm.objectives import EXAMPLES, CausalLM, ObjectiveContext
 from lightning_llm.recipe import TrainingRecipe, train
 from lightning_llm.recipe.checks import composed_option
-from lightning_llm.tokenizers import load_tokenizer, train_or_load_tokenizer
+from lightning_llm.tokenizers import BASE_SPECIAL_TOKENS, load_tokenizer, train_or_load_tokenizer
+from lightning_llm.tokenizers.trained import CharTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,9 @@ def test_packed_blocks_keep_every_token_in_order():
     stream = torch.cat([blocks[0]] + [blocks[i][1:] for i in range(1, len(blocks))])
     assert torch.equal(stream, tokens[: len(stream)])
     assert len(tokens) - len(stream) < stride  # only a short tail is dropped
-    batch = CausalLM().collate([blocks[0], blocks[1]])
+    objective = CausalLM()
+    objective.configure(ObjectiveContext(tokenizer=CharTokenizer(BASE_SPECIAL_TOKENS)))
+    batch = objective.collate([blocks[0], blocks[1]])
     assert torch.equal(batch["labels"][:, :-1], batch["input_ids"][:, 1:])
 
 
@@ -116,6 +119,7 @@ def test_datamodule_stream_is_documents_joined_by_eos(make_cfg):
     dm2.setup("fit")
     assert torch.equal(dm2.tokens("val")[0], dm.tokens("val")[0])
     assert not dm2.tokenizer_trained
+    dm.objective.configure(dm.objective_context(None))
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (cfg.data.batch_size, cfg.data.block_size)
 

@@ -19,7 +19,7 @@ from lightning_llm.data.splits import split_documents, split_tail, tail_cut
 from lightning_llm.data.text_corpus import CorpusSettings, TextCorpus
 from lightning_llm.data.token_store import TokenStore
 from lightning_llm.errors import ConfigError
-from lightning_llm.objectives import CausalLM
+from lightning_llm.objectives import IGNORE_INDEX, CausalLM, ObjectiveContext, SpanCorruption
 from lightning_llm.tokenizers import BASE_SPECIAL_TOKENS
 from lightning_llm.tokenizers.trained import CharTokenizer
 
@@ -138,7 +138,7 @@ def test_the_sampler_draws_grid_random_padded_and_mixed_rows(tmp_path):
     docs = torch.tensor([5, 6, 7, eos, 8, 9, eos, 10, 11, 12, 13, 14, eos] * 8)
     store = _Store({"train": [docs, docs + 100], "val": [docs, docs + 100]})
     objective = CausalLM()
-    objective.bind_tokenizer(CharTokenizer([*BASE_SPECIAL_TOKENS, "a"]))
+    objective.configure(ObjectiveContext(tokenizer=CharTokenizer([*BASE_SPECIAL_TOKENS, "a"])))
     one = RowSampler(_Store({"train": [docs], "val": [docs]}), objective, eos, [1.0])
     assert one.block_counts(4)["train"] == (len(docs) - 5) // 4 + 1  # windows of block_size + 1 tokens, stride 4
     padded = RowSampler(_Store({"train": [docs], "val": [docs]}), objective, eos, [1.0], packing="pad")
@@ -175,7 +175,32 @@ def test_prepare_data_writes_caches_only_and_setup_builds_state_from_them(tmp_pa
     second = datamodule()  # another process: setup alone, from the caches
     second.setup("fit")
     assert second.stats["documents"] == {"train": 24, "val": 6} and not second.tokenizer_trained
+    second.objective.configure(second.objective_context(None))
     assert next(iter(second.train_dataloader()))["input_ids"].shape == (2, 16)
+
+
+def test_the_datamodule_never_configures_the_objective_and_it_is_configured_once(tmp_path):
+    """The datamodule exposes its tokenizer and packing and leaves the objective alone: collating before
+    `configure`, or configuring twice, is a clear error; configured from the data, its loaders collate."""
+    objective = CausalLM()
+    settings = dict(path=_corpus_file(tmp_path), sample_by="paragraph", block_size=512, batch_size=2, packing="pad")
+    data = TextDataModule(objective, {"type": "char"}, cache_dir=str(tmp_path / "cache"), **settings)
+    data.prepare_data()
+    data.setup("fit")
+    with pytest.raises(RuntimeError, match="objective CausalLM is not configured: call objective.configure"):
+        next(iter(data.train_dataloader()))
+    context = data.objective_context(None)
+    assert context.tokenizer is data.tokenizer and context.packing == "pad" and context.labels == ()
+    objective.configure(context)
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input_ids"].size(0) == 2 and (batch["labels"] == IGNORE_INDEX).any()  # a document a row, padded
+    with pytest.raises(RuntimeError, match="configured already: configure it once"):
+        objective.configure(context)
+    with pytest.raises(ConfigError, match="data.packing='doc_mask' does not fit objective SpanCorruption"):
+        SpanCorruption().configure(ObjectiveContext(packing="doc_mask"))
+    default = CausalLM()
+    default.configure(ObjectiveContext())
+    assert default.packing == "concat"  # none given: the objective's default
 
 
 def test_every_text_setting_is_checked_in_one_place():

@@ -296,13 +296,12 @@ def test_pretrained_errors(base_checkpoints, cache_dir, tmp_path):
 
 
 def test_task_head_trains_under_every_method(base_checkpoints):
-    from lightning_llm.objectives import SequenceClassification
+    from lightning_llm.objectives import ObjectiveContext, SequenceClassification
 
     for method in (Freeze(layers=[]), LoRA(), Adapter(), PromptTuning()):
         model = _fresh(base_checkpoints, "bert")
         objective = SequenceClassification()
-        objective.bind_labels(["a", "b", "c"])
-        objective.prepare_model(model)
+        objective.configure(ObjectiveContext(model=model, labels=("a", "b", "c")))
         method.apply(model)
         assert all(p.requires_grad for p in model.task_head.parameters())
     assert instantiate({"_target_": "lightning_llm.finetune.Full"}).name == "full"

@@ -10,7 +10,7 @@ from lightning_llm.data.sampling import DocumentRows
 from lightning_llm.errors import ConfigError
 from lightning_llm.models.bert import BERT
 from lightning_llm.models.gpt import GPT
-from lightning_llm.objectives import IGNORE_INDEX, CausalLM, MaskedLM
+from lightning_llm.objectives import IGNORE_INDEX, CausalLM, MaskedLM, ObjectiveContext
 from lightning_llm.objectives.packing import document_layout
 from lightning_llm.recipe import train
 from lightning_llm.recipe.checks import check_config
@@ -83,8 +83,7 @@ def test_a_document_packed_beside_others_reads_as_if_alone(name):
 
 def test_causal_loss_never_predicts_across_a_boundary():
     objective = CausalLM()
-    objective.bind_tokenizer(StubTokenizer())
-    objective.bind_packing("doc_mask")
+    objective.configure(ObjectiveContext(tokenizer=StubTokenizer(), packing="doc_mask"))
     block = torch.cat(documents(5, 7, 9))[:17]
     batch = objective.collate([block, block])
     inputs, labels = batch["input_ids"], batch["labels"]
@@ -106,8 +105,7 @@ def test_padded_rows_hold_one_document_each_and_lose_no_token():
     assert labels == [t for d in docs for t in d[1:].tolist()]
 
     objective = CausalLM()
-    objective.bind_tokenizer(StubTokenizer())
-    objective.bind_packing("pad")
+    objective.configure(ObjectiveContext(tokenizer=StubTokenizer(), packing="pad"))
     batch = objective.collate(pieces[:3])
     assert batch["input_ids"].size(1) == max(len(p) for p in pieces[:3]) - 1
     short = len(pieces[0]) - 1
@@ -116,8 +114,7 @@ def test_padded_rows_hold_one_document_each_and_lose_no_token():
 
 def test_masked_lm_pads_with_an_attention_mask():
     objective = MaskedLM()
-    objective.bind_tokenizer(StubTokenizer())
-    objective.bind_packing("pad")
+    objective.configure(ObjectiveContext(tokenizer=StubTokenizer(), packing="pad"))
     batch = objective.collate(documents(4, 9))
     assert batch["attention_mask"].tolist()[0] == [1] * 6 + [0] * 5
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()

@@ -22,7 +22,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
 from lightning_llm.models import GPT, T5
 from lightning_llm.models.parallel import apply_tensor_parallel, canonical_rows, rank_major_rows
-from lightning_llm.objectives import CausalLM
+from lightning_llm.objectives import CausalLM, ObjectiveContext
 from tests.parallel_worker import batches
 
 from .conftest import ROOT, TINY, run_cli
@@ -250,7 +250,7 @@ def test_tensor_parallel_run_composes_and_its_checkpoint_serves_one_device(tmp_p
     model = build_model("gpt", pretrained.config, pretrained.state_dict)
     load_weights(model, pretrained.state_dict, "tp")
     objective = CausalLM()
-    objective.bind_tokenizer(pretrained.tokenizer)
+    objective.configure(ObjectiveContext(model=model, tokenizer=pretrained.tokenizer))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         text = objective.sample(model.eval(), "The", 8, temperature=0)
     assert text == results["samples"][0]["text"]

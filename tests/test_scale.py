@@ -13,7 +13,7 @@ import torch
 from lightning_llm.checkpoints import build_model, load_pretrained, load_weights
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import BERT, GPT, T5
-from lightning_llm.objectives import CausalLM
+from lightning_llm.objectives import CausalLM, ObjectiveContext
 from lightning_llm.recipe import train
 
 from .conftest import TINY, run_cli
@@ -108,7 +108,7 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path, cache_dir
     model = build_model("gpt", pretrained.config, pretrained.state_dict)
     load_weights(model, pretrained.state_dict, "fsdp")
     objective = CausalLM()
-    objective.bind_tokenizer(pretrained.tokenizer)
+    objective.configure(ObjectiveContext(model=model, tokenizer=pretrained.tokenizer))
     text = objective.sample(model.eval(), "The", 12, temperature=0)
     assert text == results["samples"][0]["text"]
 

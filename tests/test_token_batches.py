@@ -9,12 +9,15 @@ import logging
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 
 from lightning_llm.data.examples import AUTO_MAX_TOKENS, resolve_max_tokens
 from lightning_llm.data.sampling import TokenBudgetSampler
 from lightning_llm.errors import ConfigError
+from lightning_llm.finetune import count_parameters
 from lightning_llm.recipe import train
+from lightning_llm.recipe.build import instantiate_model
 from lightning_llm.recipe.metrics import validate_before_fit
 from lightning_llm.recipe.run import TrainingRecipe
 
@@ -152,6 +155,17 @@ def test_estimate_uses_the_rows_real_lengths(make_cfg):
     assert "of at most 2048 padded tokens (data.max_tokens)" in " ".join(bounded["notes"])
     rows_only = train(make_cfg(*overrides, "data.max_tokens=null"))["estimate"]
     assert rows_only["batch_size"] == 16 and rows_only["seq_len"] < 2048  # the longest rows, not the context
+
+
+def test_estimate_counts_the_classification_head_the_data_sizes(make_cfg):
+    """An estimate configures the objective from the data as a run does: a head of one output per class
+    (data.max_labels=8); it stopped at "bind_labels must run before prepare_model")."""
+    cfg = make_cfg("model=bert", "objective=classify", "data=stdlib_modules", "data.batch_size=7", "estimate=true")
+    estimate = train(cfg)["estimate"]
+    with torch.device("meta"):
+        bare = count_parameters(instantiate_model(cfg.model, int(cfg.tokenizer.vocab_size)))["total"]
+    assert estimate["parameters"]["total"] == bare + 8 * (cfg.model.n_embd + 1)
+    assert estimate["batch_size"] == 7  # an epoch's last batch is short: its rows are not read past the end
 
 
 @pytest.mark.slow  # about 50 s: three runs

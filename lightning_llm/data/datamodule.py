@@ -83,7 +83,6 @@ class TextDataModule(LLMDataModule):
         settings = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in arguments.items()}
         self.check_settings(settings)
         super().__init__(objective, block_size, batch_size, num_workers)
-        objective.bind_packing(packing)
         self.tokenizer_config = tokenizer if isinstance(tokenizer, Tokenizer) else dict(tokenizer)
         self.path, self.cache_dir, self.split_seed = str(path), Path(cache_dir), split_seed
         self.windows, self.packing, self.streaming = windows, packing, streaming
@@ -208,7 +207,6 @@ class TextDataModule(LLMDataModule):
             self.tokenizer_path = Path(record["tokenizer"])
             self.tokenizer = load_tokenizer(self.tokenizer_path)
             self.tokenizer_trained = self.tokenizer_path.stat().st_mtime >= self._created
-        self.objective.bind_tokenizer(self.tokenizer)
         self.store.open(self.corpus.keys, record["tokenizer_key"], self.cleaning)
         weights = [source.weight for source in self.sources]
         self.sampler = RowSampler(self.store, self.objective, self.tokenizer.eos_id, weights, self.windows,

@@ -123,7 +123,8 @@ class ExampleDataModule(LLMDataModule):
             sampler = TokenBudgetSampler(lengths, self.max_tokens, self.batch_size, 0, self.copies)
             batches = sampler.epoch_batches()
         else:
-            batches = [list(range(i, i + self.batch_size)) for i in range(0, len(lengths), self.batch_size)]
+            starts = range(0, len(lengths), self.batch_size)
+            batches = [list(range(i, min(i + self.batch_size, len(lengths)))) for i in starts]
         rows, longest = max(((len(b), int(lengths[b].max())) for b in batches), key=lambda s: s[0] * s[1])
         return rows * self.copies, longest
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_llm.models import LanguageModel
-from lightning_llm.objectives import Objective
+from lightning_llm.objectives import Objective, ObjectiveContext
 from lightning_llm.tokenizers import Tokenizer
 
 
@@ -24,7 +24,8 @@ class LLMDataModule(pl.LightningDataModule, ABC):
     After `prepare_data` and `setup` (the recipe calls both; Lightning's contract: the first only writes caches, the
     second builds the state on every process; a datamodule may do both in `prepare_data`), it has `tokenizer`,
     `tokenizer_path` (None for a given tokenizer), `tokenizer_trained`, `stats` (results.json's `data`) and
-    `train_texts` (the training documents, for memorization and held-out checks). The recipe may set
+    `train_texts` (the training documents, for memorization and held-out checks). It never configures the
+    objective: the recipe does, once, from `objective_context(model)`, before the loaders collate. The recipe may set
     `wrap_train_loader` (DP-SGD's Poisson batches) to replace how training batches are drawn."""
 
     def __init__(self, objective: Objective, block_size: int, batch_size: int, num_workers: int) -> None:
@@ -36,7 +37,14 @@ class LLMDataModule(pl.LightningDataModule, ABC):
         self.tokenizer_trained: bool | None = None
         self.stats: dict[str, Any] = {}
         self.train_texts: Sequence[str] = []
+        self.packing: str | None = None  # how documents share a row (packed text); None: the objective's default
+        self.labels: list[str] | None = None  # a labelled task's classes
         self.wrap_train_loader: Callable[[DataLoader], DataLoader] | None = None
+
+    def objective_context(self, model: LanguageModel | None) -> ObjectiveContext:
+        """What the objective is configured with from this data (after `setup`) and `model`."""
+        labels = tuple(self.labels or ())
+        return ObjectiveContext(model=model, tokenizer=self.tokenizer, packing=self.packing, labels=labels)
 
     @classmethod
     @abstractmethod

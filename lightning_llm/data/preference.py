@@ -205,7 +205,6 @@ class PreferenceDataModule(ExampleDataModule):
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, list(self.train_texts), train._fingerprint, self.objective, self.cache_dir
         )
-        self.objective.bind_tokenizer(self.tokenizer)
         key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
         self._examples = {"train": self._tokenize(train, responses, key), "val": self._tokenize(val, responses, key)}
         train_part = self._examples["train"]

@@ -153,8 +153,6 @@ class SupervisedDataModule(ExampleDataModule):
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
             self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
         )
-        self.objective.bind_tokenizer(self.tokenizer)
-        self.objective.bind_labels(self.labels)
         key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
         self._examples = {"train": self._tokenize(train, key), "val": self._tokenize(val, key)}
         first = "chat_ids" if self.messages_column else "prompt_ids"  # a conversation: all its tokens

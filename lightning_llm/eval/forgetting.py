@@ -36,12 +36,12 @@ class ForgettingProbe:
         cache_dir: str | Path,
     ) -> None:
         self.objective = instantiate(load_option("objective", family_of(model).base_objective))
-        self.objective.prepare_model(model)
         data = TextDataModule(
             self.objective, tokenizer, path=path, block_size=block_size, batch_size=batch_size, cache_dir=str(cache_dir)
         )
         data.prepare_data()
         data.setup("validate")
+        self.objective.configure(data.objective_context(model))
         self.batches = list(data.val_dataloader())[:max_batches]
         self.block_size = block_size
         self.seconds = 0.0

@@ -1,6 +1,6 @@
 """Training objectives: collation, labels and loss for each way of training a model."""
 
-from lightning_llm.objectives.base import EXAMPLES, IGNORE_INDEX, Objective, ObjectiveOutput
+from lightning_llm.objectives.base import EXAMPLES, IGNORE_INDEX, Objective, ObjectiveContext, ObjectiveOutput
 from lightning_llm.objectives.classify import SequenceClassification
 from lightning_llm.objectives.clm import CausalLM
 from lightning_llm.objectives.distill import Distillation, DistillationMixin, SupervisedDistillation
@@ -27,6 +27,7 @@ __all__ = [
     "DistillationMixin",
     "MaskedLM",
     "Objective",
+    "ObjectiveContext",
     "ObjectiveOutput",
     "PreferenceObjective",
     "Reference",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -39,8 +39,27 @@ class ObjectiveOutput:
     scalars: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveContext:
+    """What an objective is configured with, once (`Objective.configure`), from what the data and the model provide:
+    the model (built, its weights not loaded yet: a task head attaches now), the tokenizer the data was tokenized
+    with, how documents share a row (`data.packing`; None: the objective's default) and a labelled task's classes
+    (a head of that many outputs; none: the model's own head serves, as when evaluating a fine-tuned one). A tool
+    that only collates (a test, a benchmark) may leave the model out; an estimate that never collates, the
+    tokenizer."""
+
+    model: LanguageModel | None = None
+    tokenizer: Tokenizer | None = None
+    packing: str | None = None
+    labels: tuple[str, ...] = ()
+
+
 class Objective:
-    """Base class: one datamodule serves every objective; each decides collation, labels and loss."""
+    """Base class: one datamodule serves every objective; each decides collation, labels and loss.
+
+    An objective is configured once, by `configure(ObjectiveContext(...))` (the recipe's `setup_model`), before it
+    collates or computes anything; the datamodule only reads what it declares (`special_tokens`, `block_layout`)
+    and calls `collate` from its loaders."""
 
     #: Model architectures this objective can train (`LanguageModel.architecture`; checked at start-up).
     architectures: tuple[str, ...] = ()
@@ -50,9 +69,7 @@ class Objective:
     packings: tuple[str, ...] = ("concat",)
 
     def __init__(self) -> None:
-        self.tokenizer: Tokenizer | None = None
-        self.model: LanguageModel | None = None
-        self.packing = self.packings[0]
+        self._context: ObjectiveContext | None = None
         # DP-SGD sets it: the loss is the mean over rows of each row's own mean, so that no row's gradient depends
         # on the other rows of its batch (a mean over all tokens weighs a row by its share of them)
         self.per_row_loss = False
@@ -62,23 +79,45 @@ class Objective:
         """Tokens the tokenizer must reserve for this objective (after pad, unk, bos, eos)."""
         return ()
 
-    def bind_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Called once the tokenizer exists, so collation can use its special ids."""
-        self.tokenizer = tokenizer
-
-    def bind_packing(self, packing: str) -> None:
-        """Called by the datamodule with `data.packing`, so collation lays documents out that way."""
+    def configure(self, context: ObjectiveContext) -> None:
+        """Take the model, tokenizer, packing and labels, once; subclasses extend it (a task head, special ids)."""
+        name = type(self).__name__
+        if self._context is not None:
+            raise RuntimeError(f"objective {name} is configured already: configure it once, with everything")
+        packing = context.packing or self.packings[0]
         if packing not in self.packings:
-            name, allowed = type(self).__name__, list(self.packings)
+            allowed = list(self.packings)
             raise ConfigError(f"data.packing={packing!r} does not fit objective {name}: use one of {allowed}")
-        self.packing = packing
+        self._context = replace(context, packing=packing)
 
-    def bind_labels(self, labels: list[str] | None) -> None:
-        """Called by a supervised datamodule with the task's class names (None for generation tasks)."""
+    @property
+    def context(self) -> ObjectiveContext:
+        """What `configure` was given (its packing resolved to the objective's default when none was)."""
+        if self._context is None:
+            raise RuntimeError(
+                f"objective {type(self).__name__} is not configured: call objective.configure(ObjectiveContext(model="
+                "..., tokenizer=..., packing=..., labels=...)) before it collates (the recipe does, in setup_model)"
+            )
+        return self._context
 
-    def prepare_model(self, model: LanguageModel) -> None:
-        """Called once the model exists, before weights load: e.g. attach a task head."""
-        self.model = model
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the data it collates (`ObjectiveContext.tokenizer`)."""
+        if self.context.tokenizer is None:
+            raise RuntimeError(f"objective {type(self).__name__} was configured without a tokenizer")
+        return self.context.tokenizer
+
+    @property
+    def model(self) -> LanguageModel:
+        """The model it trains (`ObjectiveContext.model`)."""
+        if self.context.model is None:
+            raise RuntimeError(f"objective {type(self).__name__} was configured without a model")
+        return self.context.model
+
+    @property
+    def packing(self) -> str:
+        """How documents share a row (`data.packing`)."""
+        return self.context.packing
 
     @property
     def max_length(self) -> int:

@@ -11,8 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightning_llm.models import LanguageModel
-from lightning_llm.objectives.base import Objective, ObjectiveOutput
+from lightning_llm.objectives.base import Objective, ObjectiveContext, ObjectiveOutput
 from lightning_llm.tokenizers import pad_rows
 
 
@@ -22,19 +21,17 @@ class SequenceClassification(Objective):
     architectures = ("encoder", "decoder")
     examples = "labelled"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.labels: list[str] = []
+    def configure(self, context: ObjectiveContext) -> None:
+        """Attach a task head (`model.task_head`) of one output per class, which trains under every fine-tuning
+        method; without labels the model's own head serves (evaluating a fine-tuned model)."""
+        super().configure(context)
+        if context.labels and context.model is not None:
+            context.model.attach_task_head(len(context.labels))
 
-    def bind_labels(self, labels: list[str] | None) -> None:
-        self.labels = list(labels or [])
-
-    def prepare_model(self, model: LanguageModel) -> None:
-        """Attach the task head (`model.task_head`), which trains under every fine-tuning method."""
-        super().prepare_model(model)
-        if not self.labels:
-            raise RuntimeError("bind_labels must run before prepare_model")
-        model.attach_task_head(len(self.labels))
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The task's class names, in the order of the head's outputs."""
+        return self.context.labels
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer

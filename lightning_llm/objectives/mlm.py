@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_llm.errors import ConfigError
 from lightning_llm.objectives.base import IGNORE_INDEX, Objective, ObjectiveOutput, row_mean
 from lightning_llm.objectives.packing import PACKINGS, document_layout, model_inputs, pad_documents
-from lightning_llm.tokenizers import MASK_TOKEN, Tokenizer
+from lightning_llm.tokenizers import MASK_TOKEN
 
 
 class MaskedLM(Objective):
@@ -38,16 +39,12 @@ class MaskedLM(Objective):
     def special_tokens(self) -> tuple[str, ...]:
         return (MASK_TOKEN,)
 
-    def bind_tokenizer(self, tokenizer: Tokenizer) -> None:
-        super().bind_tokenizer(tokenizer)
-        ids = {
-            tokenizer.pad_id,
-            tokenizer.unk_id,
-            tokenizer.bos_id,
-            tokenizer.eos_id,
-            tokenizer.token_to_id(MASK_TOKEN),
-        }
-        self.special_ids = torch.tensor(sorted(i for i in ids if i is not None))
+    @cached_property
+    def special_ids(self) -> torch.Tensor:
+        """The ids masking never picks: the tokenizer's special ones."""
+        tok = self.tokenizer
+        ids = {tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.token_to_id(MASK_TOKEN)}
+        return torch.tensor(sorted(i for i in ids if i is not None))
 
     def block_layout(self, block_size: int) -> tuple[int, int]:
         return block_size - 2, block_size - 2

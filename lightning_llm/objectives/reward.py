@@ -15,7 +15,7 @@ from torch import nn
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
-from lightning_llm.objectives.base import Objective, ObjectiveOutput
+from lightning_llm.objectives.base import Objective, ObjectiveContext, ObjectiveOutput
 from lightning_llm.objectives.preference import preference_scalars
 from lightning_llm.tokenizers import Tokenizer
 
@@ -73,10 +73,11 @@ class RewardModel(Objective):
             raise ConfigError(f"objective.center_rewards_coefficient={center_rewards_coefficient} must be >= 0")
         self.center_rewards_coefficient = center_rewards_coefficient
 
-    def prepare_model(self, model: LanguageModel) -> None:
+    def configure(self, context: ObjectiveContext) -> None:
         """The scalar head (`model.task_head`, one output), which trains under every fine-tuning method."""
-        super().prepare_model(model)
-        model.attach_task_head(1)
+        super().configure(context)
+        if context.model is not None:
+            context.model.attach_task_head(1)
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pairs = [(ex["prompt_ids"], ex[key]) for key in ("chosen_ids", "rejected_ids") for ex in examples]

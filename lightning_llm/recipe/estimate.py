@@ -21,6 +21,7 @@ from lightning_llm.data.examples import resolve_max_tokens
 from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import count_parameters
 from lightning_llm.log import quiet_known_noise
+from lightning_llm.objectives import ObjectiveContext
 from lightning_llm.recipe.build import instantiate_model
 from lightning_llm.recipe.checks import strategy_name
 from lightning_llm.recipe.outputs import remove_if_empty
@@ -102,6 +103,7 @@ class EstimateRecipe(TrainingRecipe):
         tokenizer = choose_tokenizer(cfg, self.pretrained)
         datamodule = instantiate(data, objective=instantiate(cfg.objective), tokenizer=tokenizer, **batching)
         datamodule.prepare_data()
+        self.datamodule = datamodule  # its labels size a classification head
         rows, length = datamodule.batch_shape()
         lengths = datamodule.stats["row_tokens"]
         bound = f"at most {datamodule.max_tokens} padded tokens (data.max_tokens)" if datamodule.max_tokens else (
@@ -116,12 +118,14 @@ class EstimateRecipe(TrainingRecipe):
     def estimate(self) -> None:
         cfg = self.cfg
         vocab, source = self.vocabulary()
+        rows, length, shape = self.batch_shape()
         model = instantiate_model(cfg.model, vocab)
-        instantiate(cfg.objective).prepare_model(model)
+        # a task head counts: the objective is configured as the run would (packed text is not read: no tokenizer)
+        data = self.datamodule.objective_context(model) if self.datamodule else ObjectiveContext(model=model)
+        instantiate(cfg.objective).configure(data)
         finetune = instantiate(cfg.finetune)
         finetune.apply(model)
         hardware, notes = target_hardware(cfg)
-        rows, length, shape = self.batch_shape()
         trainer = cfg.trainer
         estimate = estimate_on(
             hardware,

@@ -154,12 +154,13 @@ class TrainingRecipe:
             self.results.choices["tokenizer"] = self.results.tokenizer["kind"]
 
     def setup_model(self) -> None:
-        """The model group's model and the objective's task head; with pretrained weights it is built on the meta
-        device and takes the checkpoint's tensors."""
+        """The model group's model, and the objective configured once with it and the data's tokenizer, packing and
+        labels (a task head attaches now); with pretrained weights it is built on the meta device and takes the
+        checkpoint's tensors."""
         pretrained = self.pretrained
         with torch.device("meta") if pretrained is not None else contextlib.nullcontext():  # no random init
             model = instantiate_model(self.cfg.model, self.datamodule.tokenizer.vocab_size)
-            self.objective.prepare_model(model)
+            self.objective.configure(self.datamodule.objective_context(model))
         if pretrained is not None:  # the model takes the checkpoint's tensors: the weights exist once
             load_weights(model, pretrained.state_dict, pretrained.source, assign=True)
             pretrained.state_dict = {}  # so a method that replaces layers (QLoRA) frees the originals as it goes

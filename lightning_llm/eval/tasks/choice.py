@@ -10,7 +10,7 @@ from lightning_llm.eval.metrics import choice_metrics, classification_metrics
 from lightning_llm.eval.prompts import FewShotSampler, evaluate, render
 from lightning_llm.eval.tasks.base import EvalEnv, PromptTask, Row, group_indices
 from lightning_llm.models.scoring import EvalLM, NotApplicable
-from lightning_llm.objectives import SequenceClassification
+from lightning_llm.objectives import ObjectiveContext, SequenceClassification
 
 
 @dataclass
@@ -31,8 +31,7 @@ def classify_with_head(lm: EvalLM, prompts: list[str], num_classes: int, desc: s
     if head.out_features != num_classes:
         raise NotApplicable(f"use_task_head: the head has {head.out_features} classes, the task {num_classes}")
     objective = SequenceClassification()
-    objective.bind_tokenizer(lm.tokenizer)
-    objective.model = lm.model
+    objective.configure(ObjectiveContext(model=lm.model, tokenizer=lm.tokenizer))  # no labels: the model's head
 
     def run(batch: list[list[int]]) -> list[int]:
         inputs = objective.collate([{"prompt_ids": ids, "label": 0} for ids in batch])
