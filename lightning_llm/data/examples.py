@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_llm.data.fingerprint import fingerprint, source_key
 from lightning_llm.data.interface import LLMDataModule
 from lightning_llm.data.sampling import TokenBudgetSampler, fixed_batches, sorted_token_batches, train_loader
 from lightning_llm.errors import ConfigError
@@ -53,6 +54,12 @@ def resolve_max_tokens(data: Mapping[str, Any], imported: bool) -> dict[str, Any
     return {"max_tokens": value}
 
 
+def table_key(path: str, name: str | None, split: str, cache_dir: Path) -> str:
+    """The key of a table as `load_rows` reads it for a task of examples: data.path (its files' sizes and times, or
+    its Hub commit), data.name and data.split."""
+    return source_key(path, {"name": name, "split": split, "read": "rows"}, cache_dir)
+
+
 def list_lengths(part, column: str) -> np.ndarray:
     """Each row's number of ids in a list column of a `datasets` table (without reading the ids into Python)."""
     return pc.list_value_length(part.with_format("arrow")[column]).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -84,6 +91,19 @@ class ExampleDataModule(LLMDataModule):
         self._lengths: dict[str, np.ndarray] = {}
         self._val_batches: list | None = None
         self._sample_prompts: list[str] = []
+
+    def first_examples(self, ds, key: str) -> tuple[Any, str]:
+        """The first data.max_examples rows of `ds` (keyed `key`; all of them without a limit), and their key."""
+        if not self.max_examples:
+            return ds, key
+        key = fingerprint(key, "first", self.max_examples)
+        return ds.select(range(min(self.max_examples, len(ds))), new_fingerprint=key), key
+
+    def split_keys(self, key: str) -> dict[str, str]:
+        """The key of each part ("train", "val") of the split of the rows keyed `key`: data.val_fraction and
+        data.split_seed choose its rows."""
+        split = fingerprint(key, "split", self.val_fraction, self.split_seed)
+        return {part: fingerprint(split, part) for part in ("train", "val")}
 
     def row_lengths(self, part) -> np.ndarray:
         """The tokens each example's longest row of the model holds once collated (before the context's cut)."""

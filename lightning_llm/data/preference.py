@@ -11,7 +11,6 @@ desirable and an undesirable example (for KTO). Rows are never packed; the objec
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +20,11 @@ import numpy as np
 
 from lightning_llm.data.chat import messages_of, prompt_and_reply, special_strings, template_source
 from lightning_llm.data.corpus import is_embedded, materialize_embedded
-from lightning_llm.data.datamodule import resolve_tokenizer
-from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
+from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths, table_key
+from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.loading import check_loader_settings, load_rows
 from lightning_llm.data.splits import split_documents
+from lightning_llm.data.token_store import resolve_tokenizer, tokenizer_key
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -131,7 +131,9 @@ class PreferenceDataModule(ExampleDataModule):
     def judged(self) -> bool:
         return bool(self.label_column or self.unpaired)
 
-    def _rows(self):
+    def _rows(self) -> tuple[Any, str]:
+        """The rows the task reads and their key: the table (data.path, data.name, data.split), the columns kept
+        and the first data.max_examples."""
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
         wanted = (
             [self.completion_column, self.label_column]
@@ -143,7 +145,7 @@ class PreferenceDataModule(ExampleDataModule):
                 raise missing_column(column, self.path, ds.column_names)
         keep = [c for c in [self.columns["prompt"], *wanted] if c in ds.column_names]
         ds = ds.select_columns(keep)
-        return ds.select(range(min(self.max_examples, len(ds)))) if self.max_examples else ds
+        return self.first_examples(ds, fingerprint(table_key(self.path, self.name, self.split, self.cache_dir), keep))
 
     def _render(self, row: dict[str, Any], source: str, special: dict[str, str]) -> list[dict[str, Any]]:
         """One table row as (prompt, response(s)) text: a pair, one judged example, or two (`unpaired`)."""
@@ -184,7 +186,7 @@ class PreferenceDataModule(ExampleDataModule):
         """Load, render, split, get the tokenizer, tokenize. Cached; safe to call twice."""
         if self._examples:
             return
-        rows = self._rows()
+        rows, key = self._rows()
         source = template_source(getattr(self.tokenizer_config, "chat_template", None), self.chat_template)
         special = special_strings(self.tokenizer_config)
 
@@ -193,20 +195,22 @@ class PreferenceDataModule(ExampleDataModule):
             out = [r for i in range(n) for r in self._render({k: v[i] for k, v in batch.items()}, source, special)]
             return {key: [r[key] for r in out] for key in out[0]} if out else {}
 
-        settings = json.dumps([self.columns, self.completion_column, self.label_column, self.unpaired, source])
-        fingerprint = hashlib.sha256(f"{rows._fingerprint}-{settings}".encode()).hexdigest()[:32]
-        rendered = rows.map(
-            render, batched=True, remove_columns=rows.column_names, new_fingerprint=fingerprint, desc="render"
-        )
+        key = fingerprint(key, "render", self.columns, self.completion_column, self.label_column, self.unpaired,
+                          source, special)  # fmt: skip
+        rendered = rows.map(render, batched=True, remove_columns=rows.column_names, new_fingerprint=key, desc="render")
+        keys = self.split_keys(key)
         train, val = split_documents(rendered, self.val_fraction, self.split_seed, self.path)
         responses = ["response"] if self.judged else ["chosen", "rejected"]
         self.train_texts = list(train["prompt"]) + [t for key in responses for t in train[key]]
         self.keep_sample_prompts(list(dict.fromkeys(val.select(range(min(len(val), 2 * SAMPLE_PROMPTS)))["prompt"])))
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
-            self.tokenizer_config, list(self.train_texts), train._fingerprint, self.objective, self.cache_dir
+            self.tokenizer_config, list(self.train_texts), keys["train"], self.objective, self.cache_dir
         )
-        key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
-        self._examples = {"train": self._tokenize(train, responses, key), "val": self._tokenize(val, responses, key)}
+        tokens = tokenizer_key(self.tokenizer)
+        self._examples = {
+            name: self._tokenize(part, responses, fingerprint(keys[name], tokens, "tokenize"))
+            for name, part in (("train", train), ("val", val))
+        }
         train_part = self._examples["train"]
         self.stats = {
             "examples": {name: len(part) for name, part in self._examples.items()},
@@ -216,22 +220,22 @@ class PreferenceDataModule(ExampleDataModule):
         }
         self.describe_batches()
 
-    def _tokenize(self, part, responses: list[str], tokenizer_key: str):
-        """Token ids of the prompts and responses; a judged example also gets `kl_response_ids`, the next
-        example's response (the last takes the first's), for KTO's KL estimate."""
+    def _tokenize(self, part, responses: list[str], key: str):
+        """Token ids of the prompts and responses, cached under `key` (the part's and the tokenizer's); a judged
+        example also gets `kl_response_ids`, the next example's response (the last takes the first's), for KTO's KL
+        estimate."""
         tokenizer = self.tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             return {f"{key}_ids": tokenizer.encode_batch(batch[key]) for key in ("prompt", *responses)}
 
-        fingerprint = hashlib.sha256(f"{part._fingerprint}-{tokenizer_key}".encode()).hexdigest()[:32]
         part = part.map(
-            encode, batched=True, remove_columns=["prompt", *responses], new_fingerprint=fingerprint, desc="tokenize"
+            encode, batched=True, remove_columns=["prompt", *responses], new_fingerprint=key, desc="tokenize"
         )
         if not self.judged:
             return part
         ids = part["response_ids"]
-        return part.add_column("kl_response_ids", ids[1:] + ids[:1], new_fingerprint=f"{fingerprint[:24]}-kl")
+        return part.add_column("kl_response_ids", ids[1:] + ids[:1], new_fingerprint=fingerprint(key, "kl"))
 
     def fit_context(self, model: LanguageModel) -> None:
         """Examples are truncated to the model's context by the objective: nothing to check."""

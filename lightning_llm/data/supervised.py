@@ -4,7 +4,6 @@ conversations (`messages_column`: chat message lists, ShareGPT's `conversations`
 
 from __future__ import annotations
 
-import hashlib
 import string
 from collections import Counter
 from collections.abc import Mapping
@@ -13,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from lightning_llm.data.chat import messages_of, special_strings, template_source, turns
-from lightning_llm.data.datamodule import resolve_tokenizer
-from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths
+from lightning_llm.data.examples import SAMPLE_PROMPTS, ExampleDataModule, check_max_tokens, list_lengths, table_key
+from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.loading import check_loader_settings, load_rows
 from lightning_llm.data.splits import split_documents
+from lightning_llm.data.token_store import resolve_tokenizer, tokenizer_key
 from lightning_llm.errors import ConfigError
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
@@ -84,7 +84,10 @@ class SupervisedDataModule(ExampleDataModule):
             )
         check_max_tokens(settings.get("max_tokens"))
 
-    def _rows(self):
+    def _rows(self) -> tuple[Any, str]:
+        """The rows the task reads and their key: the table (data.path, data.name, data.split), the columns the
+        template and target use, the classes kept (data.labels, or the data.max_labels most frequent) and the first
+        data.max_examples."""
         ds = load_rows(self.path, self.name, self.split, self.cache_dir)
         needed = [] if self.messages_column else template_fields(self.prompt_template)
         for field in needed:
@@ -97,14 +100,15 @@ class SupervisedDataModule(ExampleDataModule):
         if target not in ds.column_names:
             key = next(f"data.{k}" for k in ("response_column", "messages_column", "label_column") if getattr(self, k))
             raise ConfigError(f"{key}={target!r} is not a column of {self.path!r}: its columns are {ds.column_names}")
-        ds = ds.select_columns(list(dict.fromkeys([*needed, target])))
+        columns = list(dict.fromkeys([*needed, target]))
+        ds = ds.select_columns(columns)
+        key = fingerprint(table_key(self.path, self.name, self.split, self.cache_dir), columns)
         if self.label_column:
-            ds = self._keep_labels(ds)
-        if self.max_examples:
-            ds = ds.select(range(min(self.max_examples, len(ds))))
-        return ds
+            ds, key = self._keep_labels(ds, key)
+        return self.first_examples(ds, key)
 
-    def _keep_labels(self, ds):
+    def _keep_labels(self, ds, key: str) -> tuple[Any, str]:
+        """The rows of the classes kept, and their key (the rows' `key` and the classes)."""
         counts = Counter(str(v) for v in ds[self.label_column])
         if self.labels is None:  # the most frequent classes (ties by name), or all of them
             ranked = sorted(counts, key=lambda label: (-counts[label], label))
@@ -113,14 +117,16 @@ class SupervisedDataModule(ExampleDataModule):
         if unknown:
             raise ConfigError(f"data.labels has {unknown[0]!r}, which never occurs in column {self.label_column!r}")
         keep = set(self.labels)
-        return ds.filter(lambda batch: [str(v) in keep for v in batch[self.label_column]], batched=True)
+        key = fingerprint(key, "labels", self.label_column, self.labels)
+        return ds.filter(lambda batch: [str(v) in keep for v in batch[self.label_column]], batched=True,
+                         new_fingerprint=key), key  # fmt: skip
 
     def prepare_data(self) -> None:
         """Load, render, split, get the tokenizer, tokenize. Cached; safe to call twice."""
         if self._examples:
             return
         template, response, label = self.prompt_template, self.response_column, self.label_column
-        rows = self._rows()
+        rows, key = self._rows()
         index = {name: i for i, name in enumerate(self.labels or [])}
 
         source = template_source(getattr(self.tokenizer_config, "chat_template", None), self.chat_template)
@@ -138,11 +144,9 @@ class SupervisedDataModule(ExampleDataModule):
                 return {"prompt": prompts, "response": [str(r) for r in batch[response]]}
             return {"prompt": prompts, "label": [index[str(v)] for v in batch[label]]}
 
-        settings = f"{template}-{self.messages_column}-{source}" if self.messages_column else None
-        fingerprint = hashlib.sha256(f"{rows._fingerprint}-{settings}".encode()).hexdigest()[:32] if settings else None
-        rendered = rows.map(
-            render, batched=True, remove_columns=rows.column_names, new_fingerprint=fingerprint, desc="render"
-        )
+        key = fingerprint(key, "render", template, response, label, self.labels, self.messages_column, source, special)
+        rendered = rows.map(render, batched=True, remove_columns=rows.column_names, new_fingerprint=key, desc="render")
+        keys = self.split_keys(key)
         train, val = split_documents(rendered, self.val_fraction, self.split_seed, self.path)
         if self.messages_column:
             texts = ["".join(pieces) for pieces in train["pieces"]]
@@ -151,10 +155,13 @@ class SupervisedDataModule(ExampleDataModule):
         self.train_texts = texts  # prompts and responses of the training split
         self.keep_sample_prompts(self._held_out_prompts(val))
         self.tokenizer, self.tokenizer_path, self.tokenizer_trained = resolve_tokenizer(
-            self.tokenizer_config, texts, train._fingerprint, self.objective, self.cache_dir
+            self.tokenizer_config, texts, keys["train"], self.objective, self.cache_dir
         )
-        key = hashlib.sha256(self.tokenizer.to_bytes()).hexdigest()[:16]
-        self._examples = {"train": self._tokenize(train, key), "val": self._tokenize(val, key)}
+        tokens = tokenizer_key(self.tokenizer)
+        self._examples = {
+            name: self._tokenize(part, fingerprint(keys[name], tokens, "tokenize"))
+            for name, part in (("train", train), ("val", val))
+        }
         first = "chat_ids" if self.messages_column else "prompt_ids"  # a conversation: all its tokens
         self.stats = {
             "examples": {name: len(part) for name, part in self._examples.items()},
@@ -180,7 +187,8 @@ class SupervisedDataModule(ExampleDataModule):
         lengths = list_lengths(part, "prompt_ids")
         return lengths + list_lengths(part, "response_ids") if "response_ids" in part.column_names else lengths
 
-    def _tokenize(self, part, tokenizer_key: str):
+    def _tokenize(self, part, key: str):
+        """The rows' token ids, cached under `key` (the part's and the tokenizer's)."""
         tokenizer = self.tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -198,12 +206,11 @@ class SupervisedDataModule(ExampleDataModule):
                 out["response_ids"] = tokenizer.encode_batch(batch["response"])
             return out
 
-        fingerprint = hashlib.sha256(f"{part._fingerprint}-{tokenizer_key}".encode()).hexdigest()[:32]
         return part.map(
             encode,
             batched=True,
             remove_columns=[c for c in ("prompt", "response", "pieces", "trained") if c in part.column_names],
-            new_fingerprint=fingerprint,
+            new_fingerprint=key,
             desc="tokenize",
         )
 

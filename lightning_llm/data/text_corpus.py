@@ -81,6 +81,21 @@ class TextCorpus:
         return reading | (source.options if source else {})
 
     @cached_property
+    def _readings(self) -> dict[str, list[Any]]:
+        """Per source, what its documents as read (before cleaning) depend on: its identity, how it is read and
+        its first data.max_documents."""
+        s = self.settings
+        readings = {}
+        for source in self.sources:
+            identity = source_key(source.path, self._reading(source), self.cache_dir)
+            readings[source.name] = [identity, s.streaming, s.in_pieces, s.max_documents]
+        return readings
+
+    def read_key(self, source: Source) -> str:
+        """The key of a source's documents as read, before cleaning (what the pipeline's caches start from)."""
+        return fingerprint(self._readings[source.name])
+
+    @cached_property
     def keys(self) -> dict[str, dict[str, str]]:
         """Per source, the key of its training and validation documents: its identity, and everything that
         shaped them (reading, first documents, cleaning, holdout, canaries), computed without loading it."""
@@ -90,9 +105,7 @@ class TextCorpus:
         keys = {}
         for index, source in enumerate(self.sources):
             canaries = s.canaries if index == 0 and (s.canaries or {}).get("n") else None
-            identity = source_key(source.path, self._reading(source), self.cache_dir)
-            reading = [identity, s.streaming, s.in_pieces, s.max_documents]
-            key = fingerprint(reading, cleaning, holdout, canaries)
+            key = fingerprint(self._readings[source.name], cleaning, holdout, canaries)
             keys[source.name] = {split: fingerprint(key, split) for split in SPLITS}
         return keys
 
@@ -128,7 +141,8 @@ class TextCorpus:
         if s.pipeline:
             eval_texts = [t for path in s.decontaminate_paths for t in read_texts(path)]
             ds, reports[source.name] = apply_pipeline(ds, list(s.pipeline), dict(s.pipeline_settings or {}),
-                num_proc=s.num_proc, decontaminate_against=eval_texts, engine=s.pipeline_engine)  # fmt: skip
+                num_proc=s.num_proc, decontaminate_against=eval_texts, engine=s.pipeline_engine,
+                key=self.read_key(source))  # fmt: skip
             if len(ds) == 0:
                 raise ConfigError(f"data.pipeline removed every document of {source.path!r}: relax its settings")
         return ds

@@ -240,10 +240,11 @@ def run_on_ray(
     column: str,
     workers: int | None,
     report: list[dict[str, Any]],
-    fingerprint: str,
+    fingerprint: str | None,
 ) -> Dataset:
     """Run `plan` over `dataset` on Ray; fills `report` (one entry per step, as the local engine's) and returns
-    the kept documents, in order, as an in-memory `datasets.Dataset` with the given `fingerprint`."""
+    the kept documents, in order, as an in-memory `datasets.Dataset` with the given `fingerprint` (None:
+    `datasets` makes one)."""
     import ray
 
     started = start_ray(workers)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -14,20 +13,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset, Value
 
+from lightning_llm.data.fingerprint import fingerprint
 from lightning_llm.data.pipeline.ray_engine import run_on_ray
 from lightning_llm.data.pipeline.steps import Decider, Step, build_step, resolve_steps
 from lightning_llm.errors import ConfigError
 from lightning_llm.extras import require
 
-VERSION = "1"  # part of every cache fingerprint: bump when a step's output changes for the same settings
+VERSION = "1"  # part of every cache key: bump when a step's output changes for the same settings
 BATCH_SIZE = 1000
 DECIDE_BATCH_SIZE = 65536
 _COUNT_PREFIX = "__pipeline_"
 ENGINES = ("local", "ray")
 
 
-def _fingerprint(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join([VERSION, *parts]).encode()).hexdigest()[:32]
+def _key(*parts: str | None) -> str | None:
+    """A cache key of the pipeline's, from the key of its input (None without one: `datasets` names it)."""
+    return None if parts[0] is None else fingerprint(VERSION, *parts)
 
 
 def _entry(step: Step) -> dict[str, Any]:
@@ -108,22 +109,27 @@ def _decide(annotations: Dataset, decider: Decider) -> np.ndarray:
 
 
 def _run_step(
-    dataset: Dataset, lengths: np.ndarray, step: Step, column: str, num_proc: int | None, entry: dict[str, Any]
+    dataset: Dataset,
+    lengths: np.ndarray,
+    step: Step,
+    column: str,
+    num_proc: int | None,
+    entry: dict[str, Any],
+    key: str | None,
 ) -> tuple[Dataset, np.ndarray]:
-    """One step in memory: (dataset, lengths) after it; fills `entry`."""
-    key = _fingerprint(dataset._fingerprint, step.key(), column)
+    """One step in memory: (dataset, lengths) after it; fills `entry`. `key` names its output (see `_key`)."""
     common = {"batched": True, "batch_size": BATCH_SIZE, "input_columns": [column], "num_proc": num_proc}
     if step.transform is not None:
         mapped = dataset.map(
             partial(_transform_columns, transform=step.transform, column=column),
-            new_fingerprint=_fingerprint(key, "transform"),
+            new_fingerprint=_key(key, "transform"),
             desc=f"pipeline: {step.name}",
             **common,
         )
         count_columns = [_COUNT_PREFIX + k for k in step.count_keys]
         for name in count_columns:
             entry["details"][name.removeprefix(_COUNT_PREFIX)] = int(pc.sum(mapped.data.column(name)).as_py() or 0)
-        dataset = mapped.remove_columns(count_columns, new_fingerprint=_fingerprint(key, "drop-counts"))
+        dataset = mapped.remove_columns(count_columns, new_fingerprint=_key(key, "drop-counts"))
         new_lengths = _lengths(dataset, column)
         _account(entry, len(lengths), len(lengths), int(lengths.sum()), int(new_lengths.sum()))
         return dataset, new_lengths
@@ -131,7 +137,7 @@ def _run_step(
         step.annotate,
         remove_columns=dataset.column_names,
         features=step.features,
-        new_fingerprint=_fingerprint(key, "annotate"),
+        new_fingerprint=_key(key, "annotate"),
         desc=f"pipeline: {step.name}",
         **common,
     )
@@ -140,19 +146,20 @@ def _run_step(
     entry["details"].update(decider.details)
     _account(entry, len(lengths), int(keep.sum()), int(lengths.sum()), int(lengths[keep].sum()))
     if not keep.all():
-        dataset = dataset.select(np.flatnonzero(keep), new_fingerprint=_fingerprint(key, "select"))
+        dataset = dataset.select(np.flatnonzero(keep), new_fingerprint=_key(key, "select"))
     return dataset, lengths[keep]
 
 
 def _run_in_memory(
-    dataset: Dataset, plan: list[Step], column: str, num_proc: int | None
+    dataset: Dataset, plan: list[Step], column: str, num_proc: int | None, key: str | None
 ) -> tuple[Dataset, list[dict[str, Any]]]:
     report = [_entry(step) for step in plan]
     lengths = _lengths(dataset, column)
     for step, entry in zip(plan, report, strict=True):
         start = time.perf_counter()
+        key = _key(key, step.key(), column)  # a step's output: its input's key, its settings, the column
         if len(dataset):
-            dataset, lengths = _run_step(dataset, lengths, step, column, num_proc, entry)
+            dataset, lengths = _run_step(dataset, lengths, step, column, num_proc, entry, key)
         entry["seconds"] = round(time.perf_counter() - start, 3)
     return dataset, report
 
@@ -225,6 +232,7 @@ def apply_pipeline(
     num_proc: int | None = None,
     decontaminate_against: Sequence[str] | None = None,
     engine: str = "local",
+    key: str | None = None,
 ) -> tuple[Dataset | IterableDataset, list[dict[str, Any]]]:
     """Run `steps` (names, or {name: {setting overrides}}) in order over `dataset`'s `text_column`.
 
@@ -234,7 +242,9 @@ def apply_pipeline(
     (per-rule or per-kind counts) and seconds.
 
     A `Dataset` is processed now, with `datasets.map` (num_proc workers, cached by fingerprint: an unchanged
-    pipeline over unchanged data is read back from the cache); dedup decisions are made in this process.
+    pipeline over unchanged data is read back from the cache); dedup decisions are made in this process. The
+    caches are named from `key`, what identifies the dataset's rows (the caller's cache key, e.g. `TextCorpus`'s
+    key of a source as read), and each step's settings; without a key `datasets` names them from the dataset.
     An `IterableDataset` is processed lazily as it is iterated (num_proc does not apply): the report is live,
     counting what has been seen so far in the current pass, and restarts with each new pass; dedup keeps only
     hashes/signatures in memory, in the iterating process (DataLoader workers would each dedup their own shards
@@ -261,6 +271,6 @@ def apply_pipeline(
     if engine == "ray":
         _lengths(dataset, text_column)  # a missing text is the same one-line error on both engines
         report = [_entry(step) for step in plan]
-        fingerprint = _fingerprint(dataset._fingerprint, *(step.key() for step in plan), text_column, engine)
-        return run_on_ray(dataset, plan, text_column, num_proc, report, fingerprint), report
-    return _run_in_memory(dataset, plan, text_column, num_proc)
+        output = _key(key, *(step.key() for step in plan), text_column, engine)
+        return run_on_ray(dataset, plan, text_column, num_proc, report, output), report
+    return _run_in_memory(dataset, plan, text_column, num_proc, key)
