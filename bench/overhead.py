@@ -157,6 +157,7 @@ class OverheadBench:
         self.datamodule.prepare_data()  # cached after the first run of `make train` or of this benchmark
         self.datamodule.setup("fit")
         model = build_model(cfg.model, vocab_size=self.datamodule.tokenizer.vocab_size)
+        objective.configure(self.datamodule.objective_context(model))  # as the recipe's setup_model does
         self.module: LanguageModelModule = instantiate(cfg.module, model=model, objective=objective)
         self.twin = copy.deepcopy(model)  # the interleaved bare loop's own model (tied weights stay tied)
         self.clip = float(cfg.trainer.gradient_clip_val)  # 1.0 in conf/trainer/default.yaml
