@@ -80,7 +80,7 @@ class Objective:
         return ()
 
     def configure(self, context: ObjectiveContext) -> None:
-        """Take the model, tokenizer, packing and labels, once; subclasses extend it (a task head, special ids)."""
+        """Take the model, tokenizer, packing and labels, once; a subclass extends it (to attach a task head)."""
         name = type(self).__name__
         if self._context is not None:
             raise RuntimeError(f"objective {name} is configured already: configure it once, with everything")
