@@ -28,11 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ["objective=sft", "data=stdlib_summaries", "finetune=lora", "trainer.max_steps=20"]
-#: the defaults; the final validation over 4 batches too (trainer.limit_val_batches: the whole split by default);
-#: batches of 16 rows whatever their tokens
+#: the defaults (every validation over the held-out split's first 4 batches); the final validation over the whole
+#: split; batches of 16 rows whatever their tokens
 VARIANTS = {
     "defaults": [],
-    "final validation bounded too": ["trainer.limit_val_batches=4"],
+    "whole-split validations (trainer.limit_val_batches=1.0)": ["trainer.limit_val_batches=1.0"],
     "rows only (data.max_tokens=null)": ["data.max_tokens=null"],
 }
 SMOLLM2_135M = {

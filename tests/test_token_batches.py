@@ -18,7 +18,7 @@ from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import count_parameters
 from lightning_llm.recipe import train
 from lightning_llm.recipe.build import instantiate_model
-from lightning_llm.recipe.metrics import validate_before_fit
+from lightning_llm.recipe.metrics import AUTO_VAL_BATCHES, check_val_batches, resolve_val_batches, validate_before_fit
 from lightning_llm.recipe.run import TrainingRecipe
 
 SUMMARIES = ["objective=sft", "data=stdlib_summaries", "model.block_size=256", "data.max_examples=800"]
@@ -125,6 +125,23 @@ def test_before_fit_validation_is_bounded_and_fit_keeps_limit_val_batches(caplog
     seen.clear()
     validate_before_fit(trainer, module, data, True)
     assert len(seen) == 8
+
+
+def test_every_validation_of_an_imported_model_fine_tune_is_bounded(make_cfg, base_checkpoints, caplog):
+    """trainer.limit_val_batches=auto: the first AUTO_VAL_BATCHES batches (those validate_before_fit reads) when
+    fine-tuning an imported model, said in the log; the whole split when training from scratch."""
+    assert AUTO_VAL_BATCHES == 4 and resolve_val_batches(0.25, imported=True) == 0.25
+    for pretrained, expected in ((f"model.pretrained={base_checkpoints['gpt']}", AUTO_VAL_BATCHES), (None, 1.0)):
+        summaries = ["objective=sft", "data=stdlib_summaries", "data.max_examples=100"]
+        args = [*summaries, "trainer.limit_val_batches=auto", *([pretrained] if pretrained else [])]
+        recipe = prepared(make_cfg(*args))
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            recipe.setup_trainer()
+        assert recipe.trainer.limit_val_batches == expected
+        assert ("the first 4 batches of the held-out split each time" in caplog.text) == (pretrained is not None)
+    with pytest.raises(ConfigError, match=r"trainer.limit_val_batches='all' must be auto"):
+        check_val_batches("all")
 
 
 def test_bad_validate_before_fit_is_refused(make_cfg):

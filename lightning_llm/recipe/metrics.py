@@ -45,6 +45,37 @@ def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
     return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
 
 
+#: batches each validation reads when fine-tuning an imported model (trainer.limit_val_batches=auto): as many as
+#: validate_before_fit reads by default, so the loss curve's first and last points score the same rows
+AUTO_VAL_BATCHES = 4
+
+
+def check_val_batches(value: Any) -> None:
+    """trainer.limit_val_batches is auto, a number of batches, a fraction of the validation or null."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is None or value == "auto" or (number and value >= 0 and (isinstance(value, int) or value <= 1.0)):
+        return
+    raise ConfigError(
+        f"trainer.limit_val_batches={value!r} must be auto (all batches, or {AUTO_VAL_BATCHES} when fine-tuning an "
+        "imported model), a number of batches (0: no validation) or a fraction of them up to 1.0"
+    )
+
+
+def resolve_val_batches(value: Any, imported: bool) -> int | float | None:
+    """The trainer's limit_val_batches for trainer.limit_val_batches=`value`: auto is every batch, or
+    AUTO_VAL_BATCHES when fine-tuning an imported model (said in one line); other values as Lightning takes them."""
+    if value != "auto":
+        return value
+    if not imported:
+        return 1.0
+    log.info(
+        "validation: the first %d batches of the held-out split each time, before fit, during it and at the end "
+        "(trainer.limit_val_batches=auto when fine-tuning an imported model; 1.0: all of them)",
+        AUTO_VAL_BATCHES,
+    )
+    return AUTO_VAL_BATCHES
+
+
 def check_validate_before_fit(value: Any) -> None:
     """validate_before_fit is true, false or a positive number of batches."""
     if isinstance(value, bool) or (isinstance(value, int) and value > 0):

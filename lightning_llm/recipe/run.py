@@ -43,6 +43,7 @@ from lightning_llm.log import get_logger, process_rank, quiet_known_noise
 from lightning_llm.models import LanguageModel
 from lightning_llm.objectives import Objective
 from lightning_llm.privacy import DifferentialPrivacy
+from lightning_llm.recipe import metrics
 from lightning_llm.recipe.build import instantiate_all, instantiate_model
 from lightning_llm.recipe.checks import adopt_architecture, check_config
 from lightning_llm.recipe.context import (
@@ -230,10 +231,13 @@ class TrainingRecipe:
             callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
         if not loggers:  # logger=none: Lightning's learning-rate monitor refuses to run with nothing to log to
             callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+        imported = self.pretrained is not None
+        val_batches = metrics.resolve_val_batches(cfg.trainer.get("limit_val_batches", 1.0), imported)
         self.trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
             logger=loggers,
+            limit_val_batches=val_batches,
             **({} if terminal else {"enable_progress_bar": False}),
             # DP-SGD deals the rows out to processes itself (Poisson batches per rank)
             **({"use_distributed_sampler": False} if self.privacy is not None else {}),

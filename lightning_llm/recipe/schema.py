@@ -75,6 +75,9 @@ def _signature(target: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter]
     return named, takes_any, hints
 
 
+#: keys of a `_target_` node that the recipe resolves before instantiating it (their own checks: recipe/checks.py)
+RESOLVED_BY_RECIPE = {"trainer.limit_val_batches"}
+
 _SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -109,7 +112,7 @@ def check_keys(node: DictConfig, key: str, known: dict[str, Any], hints: dict[st
             raise ConfigError(f"{key}.{name} is required (it is ??? in the config): set {key}.{name}=...")
         hint = hints.get(name)
         value = OmegaConf.select(node, str(name), throw_on_missing=False)
-        if hint is not None and not OmegaConf.is_config(value):
+        if hint is not None and not OmegaConf.is_config(value) and f"{key}.{name}" not in RESOLVED_BY_RECIPE:
             problem = _type_error(f"{key}.{name}", value, hint)
             if problem:
                 raise ConfigError(problem)
