@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.files import write_bytes_atomic
+from lightning_llm.memory import release_free_heap
 from lightning_llm.tokenizers.base import BASE_SPECIAL_TOKENS, Tokenizer
 
 TOKENIZER_TYPES = ("bpe", "unigram", "char", "hf")  # hf: a Hugging Face tokenizer, loaded, never trained
@@ -175,6 +176,7 @@ def train_or_load_tokenizer(
             data = _train_sentencepiece(
                 texts, type, vocab_size, special_tokens, input_sentence_size, character_coverage, input_characters
             )
+            release_free_heap()  # the trainer's and the sample's memory, freed, leaves the process too
         write_bytes_atomic(path, data)
         (path.parent / "settings.json").write_text(json.dumps(settings, indent=2))
     return trained_from_bytes(data), path, True
