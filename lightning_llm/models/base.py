@@ -31,6 +31,9 @@ class LanguageModel(nn.Module):
     defaults: ClassVar[dict[str, Any]] = {}  # ModelConfig values the family uses unless told otherwise
     #: `forward`/`encode` take `document_ids` and `position_ids`, so packed documents never attend to each other
     document_masks: ClassVar[bool] = False
+    #: `forward` takes `logits_at` (batch, time) bool: the LM head runs only there and the logits come back
+    #: (selected positions, vocab), as a loss read at a few positions (SFT's responses) wants
+    selects_logits: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()

@@ -37,6 +37,13 @@ class ObjectiveOutput:
     num_tokens: int  # tokens the model read in this batch
     #: Further scalars of the step, logged as `train/<name>` and `val/<name>` (e.g. `rewards/margins`)
     scalars: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Rows of the batch, each step's weight in an epoch's mean (None: the labels' first dimension; an objective
+    #: that returns only the scored positions, as one row, says how many rows they came from)
+    rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = self.labels.size(0)
 
 
 @dataclass(frozen=True, kw_only=True)

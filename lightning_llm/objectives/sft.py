@@ -78,9 +78,28 @@ class SupervisedFineTuning(Objective):
         return batch["input_ids"].numel()
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        logits = self.logits(model, batch)
-        loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
-        return ObjectiveOutput(loss, logits, batch["labels"], self.tokens_read(batch))
+        if self.seq2seq or self.per_row_loss:  # DP-SGD's per-row gradients want batch-first logits
+            logits = self.logits(model, batch)
+            loss = token_cross_entropy(logits, batch["labels"], self.per_row_loss)
+            return ObjectiveOutput(loss, logits, batch["labels"], self.tokens_read(batch))
+        return self.scored_output(model, batch)
+
+    def scored_output(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        """A decoder's loss from the logits of the labelled positions only (the responses): a model that selects
+        them (`LanguageModel.selects_logits`) runs its LM head there alone; from any other (a wrapper) they are
+        picked out of its full logits. The logits and labels come back as one row (1, scored, vocab), (1, scored),
+        so the metrics score the same tokens as from the whole batch."""
+        labels = batch["labels"]
+        scored = labels != IGNORE_INDEX
+        if getattr(model, "selects_logits", False):
+            logits = model(batch["input_ids"], logits_at=scored)
+        else:
+            logits = self.logits(model, batch)
+        if logits.dim() == 3:  # the hint was not taken
+            logits = logits[scored]
+        targets = labels[scored]
+        loss = token_cross_entropy(logits, targets)
+        return ObjectiveOutput(loss, logits[None], targets[None], self.tokens_read(batch), rows=labels.size(0))
 
     def metrics(self, vocab_size: int) -> MetricCollection:
         return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE_INDEX)})

@@ -260,12 +260,12 @@ class LanguageModelModule(pl.LightningModule):
             return
         out = self.objective.forward(self.model, batch)
         self.val_metrics.update(out.logits.float(), out.labels)
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=out.labels.size(0), sync_dist=True)
-        self.log_dict(self.val_metrics, batch_size=out.labels.size(0))
-        self._log_scalars("val", out.scalars, out.labels.size(0))
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=out.rows, sync_dist=True)
+        self.log_dict(self.val_metrics, batch_size=out.rows)
+        self._log_scalars("val", out.scalars, out.rows)
         if "source_ids" in batch:  # a mixture's batches each hold one source
             name = self.trainer.datamodule.source_names[int(batch["source_ids"][0])]
-            self.log(f"val/{name}/loss", out.loss, batch_size=out.labels.size(0), sync_dist=True)
+            self.log(f"val/{name}/loss", out.loss, batch_size=out.rows, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:

@@ -34,6 +34,7 @@ class GPT(LanguageModel):
     family = "gpt"
     architecture = "decoder"
     document_masks = True
+    selects_logits = True
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -134,9 +135,13 @@ class GPT(LanguageModel):
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token logits for every position; pass `attention_mask` only for padded batches."""
-        return self.lm_head(self.encode(input_ids, attention_mask, cache, position_ids, document_ids))
+        """Next-token logits for every position (batch, time, vocab); pass `attention_mask` only for padded
+        batches. `logits_at` (batch, time) bool: only the positions it marks, (marked, vocab), in row order (the
+        LM head never runs on the others)."""
+        hidden = self.encode(input_ids, attention_mask, cache, position_ids, document_ids)
+        return self.lm_head(hidden if logits_at is None else hidden[logits_at])
 
     @torch.no_grad()
     def generate(
