@@ -38,6 +38,7 @@ class RunResults:
     val_start: dict[str, float] | None = None  # validation before the first step
     metrics: dict[str, float] = field(default_factory=dict)  # train/ and val/ scalars at the end
     forgetting: dict[str, Any] | None = None
+    start_point: dict[str, str] | None = None  # before-fit numbers an earlier run measured: kind -> its cache file
     eval: dict[str, Any] | None = None
     startup_seconds: float | None = None  # from the process start (train.py) to the first training step
     fit_seconds: float | None = None

@@ -57,11 +57,12 @@ from lightning_llm.recipe.context import (
     sigterm_to_lightning,
 )
 from lightning_llm.recipe.ddp import DDP_JOB_ENV, ddp_job_spec
-from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded, validate_before_fit
+from lightning_llm.recipe.metrics import eval_scalars, replicas_in_sync, scalars, sharded
 from lightning_llm.recipe.outputs import RunFolder, RunRecord, error_line, prepare, previous_results, remove_if_empty
 from lightning_llm.recipe.provenance import provenance
 from lightning_llm.recipe.results import RunResults, earlier_parts, write_json_atomic
 from lightning_llm.recipe.schema import validate_config
+from lightning_llm.recipe.start_point import numbers_before_fit
 from lightning_llm.recipe.tokenizer import choose_tokenizer, tokenizer_record
 from lightning_llm.report import log_to_wandb, report_on_exit
 from lightning_llm.training import watchdog
@@ -261,11 +262,12 @@ class TrainingRecipe:
         cfg, trainer, module = self.cfg, self.trainer, self.module
         if not cfg.train:
             return
-        if self.probe is not None and not self.ckpt_path and process_rank() == 0:
-            self.results.forgetting = {"before": self.probe.measure(self.model)}
-        if cfg.get("validate_before_fit") and not self.ckpt_path:
-            self.results.val_start = validate_before_fit(trainer, module, self.datamodule, cfg.validate_before_fit)
-        if self.ckpt_path:  # the run's record continues: its first part measured the untrained model
+        if not self.ckpt_path:  # the starting point: measured, or an earlier run's measurement of it
+            source = self.pretrained.source if self.pretrained is not None else None
+            val_start, before, cached = numbers_before_fit(cfg, trainer, module, self.datamodule, self.probe, source)
+            self.results.val_start, self.results.start_point = val_start, cached or None
+            self.results.forgetting = {"before": before} if before is not None else None
+        else:  # the run's record continues: its first part measured the untrained model
             self.results.val_start = self.previous.get("val_start")
             self.results.forgetting = self.previous.get("forgetting")
             self.results.resumed = {"from_step": self.resume_step}
