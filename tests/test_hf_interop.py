@@ -142,9 +142,13 @@ def test_llama_rotary_layout_matches_ours():
 
     rope = RotaryEmbedding(head_dim=8, max_positions=16, base=10000.0)
     x = torch.randn(1, 2, 16, 8)
-    cos, sin = torch.cat((rope.cos, rope.cos), dim=-1)[None], torch.cat((rope.sin, rope.sin), dim=-1)[None]
+    angles = torch.outer(torch.arange(16.0), 1.0 / 10000.0 ** (torch.arange(0, 8, 2) / 8))  # HF's tables
+    cos, sin = torch.cat((angles, angles), dim=-1).cos()[None], torch.cat((angles, angles), dim=-1).sin()[None]
     hf_q, _ = apply_rotary_pos_emb(x, x, cos, sin)
     torch.testing.assert_close(rope(x), hf_q)
+    positions = torch.tensor([[3, 4, 5, 6], [0, 1, 2, 3]])  # indexed per row (left padding, packed documents)
+    hf_rows, _ = apply_rotary_pos_emb(x[:, :, :4], x[:, :, :4], cos[0][positions], sin[0][positions])
+    torch.testing.assert_close(rope(x[:, :, :4].expand(2, -1, -1, -1), positions), hf_rows)
 
 
 # ---------------------------------------------------------------------------------------------- BERT

@@ -119,7 +119,11 @@ def build_norm(config: ModelConfig) -> nn.Module:
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (RoPE): rotates query/key channel pairs by position-dependent angles."""
+    """Rotary position embedding (RoPE): rotates query/key channel pairs by position-dependent angles.
+
+    Halves-split layout (channel i pairs with i + head_dim/2, as Hugging Face's Llama): x·cos + swap(x)·sin, with
+    the tables full width and the sign folded in (`cos` = [cos, cos], `sin` = [-sin, sin] per position), computed
+    once for every position: a call only slices them, swaps the halves and takes two products."""
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -127,19 +131,21 @@ class RotaryEmbedding(nn.Module):
         device = "cpu" if torch.get_default_device().type == "meta" else None
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32, device=device), inv_freq)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat((-angles.sin(), angles.sin()), dim=-1), persistent=False)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Rotate `x` of shape (batch, heads, time, head_dim), halves-split layout; `positions` (batch or 1, time)
-        are the absolute positions (default 0..time-1)."""
+        """Rotate `x` of shape (batch, heads, time, head_dim); `positions` (batch or 1, time) are the absolute
+        positions (default 0..time-1)."""
         if positions is None:
             t = x.size(-2)
-            cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+            cos, sin = self.cos[:t], self.sin[:t]
         else:
-            cos, sin = self.cos[positions].to(x.dtype)[:, None], self.sin[positions].to(x.dtype)[:, None]
+            cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        if cos.dtype != x.dtype:  # reduced precision (the tables stay float32, as Hugging Face's are computed)
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 class RelativePositionBias(nn.Module):
