@@ -136,7 +136,9 @@ def test_dp_run_spends_at_most_its_target_and_learns(make_cfg, tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     epsilons = [float(r["privacy/epsilon"]) for r in rows if r.get("privacy/epsilon")]
     assert len(epsilons) >= 2 and epsilons == sorted(epsilons) and epsilons[-1] == pytest.approx(privacy["epsilon"])
-    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"] - 0.3
+    # it learns despite the noise: the loss falls by 0.27-0.29 at seeds 1234, 1, 2, 3 (0.30 before the validation
+    # before fit stopped drawing from the random stream it trains with); with optimizer.lr=1e-9 it falls by 5e-7
+    assert results["metrics"]["val/loss"] < results["val_start"]["val/loss"] - 0.2
     assert json.loads((tmp_path / "run" / "results.json").read_text())["privacy"]["epsilon"] == privacy["epsilon"]
 
 
