@@ -86,16 +86,22 @@ def check_validate_before_fit(value: Any) -> None:
     )
 
 
+def val_batches_allowed(trainer: pl.Trainer, datamodule: Any) -> int | None:
+    """How many batches a validation reads under trainer.limit_val_batches (None: a fraction of a stream, which
+    has no length)."""
+    limit = trainer.limit_val_batches
+    try:
+        total = len(datamodule.val_dataloader())
+    except TypeError:  # a stream
+        return limit if isinstance(limit, int) else None
+    return min(total, limit) if isinstance(limit, int) else round(limit * total)
+
+
 def validate_before_fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, batches: int | bool) -> dict:
     """The untrained model's validation (the loss curve's first point), over at most `batches` batches (true: as
     trainer.limit_val_batches), said in one line when that is fewer than the validation has; fit's and the final
     validation keep trainer.limit_val_batches."""
-    limit = trainer.limit_val_batches
-    try:
-        total = len(datamodule.val_dataloader())
-    except TypeError:  # a stream: no length
-        total = None
-    allowed = limit if isinstance(limit, int) else (round(limit * total) if total is not None else None)
+    limit, allowed = trainer.limit_val_batches, val_batches_allowed(trainer, datamodule)
     bounded = batches is not True and (allowed is None or allowed > batches)
     if bounded:
         of = f" of {allowed}" if allowed is not None else ""

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.data.fingerprint import fingerprint, source_key
 from lightning_llm.files import write_json_atomic
 from lightning_llm.log import get_logger, process_rank
-from lightning_llm.recipe.metrics import validate_before_fit
+from lightning_llm.recipe.metrics import val_batches_allowed, validate_before_fit
 
 log = get_logger(__name__)
 
@@ -100,11 +100,10 @@ def validation_batches(trainer: Any, datamodule: Any, before_fit: int | bool) ->
     """The batches the validation before fit scores (at most `before_fit`, or as trainer.limit_val_batches), or None
     where they cannot be listed cheaply (a stream has no length)."""
     try:
-        total = len(datamodule.val_dataloader())
-    except TypeError:
+        len(datamodule.val_dataloader())
+    except TypeError:  # a stream: its batches are not listed
         return None
-    limit = trainer.limit_val_batches
-    count = min(total, limit if isinstance(limit, int) else round(limit * total))
+    count = val_batches_allowed(trainer, datamodule) or 0
     if before_fit is not True:
         count = min(count, before_fit)
     return list(itertools.islice(datamodule.val_dataloader(), count)) if count else None
