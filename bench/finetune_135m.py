@@ -11,7 +11,7 @@ BPE tokenizer of that size trained on the standard library's sources and SmolLM2
 Reported per variant: the process's wall time and each phase's share (start-up: imports, data, model; the
 validation before fit and the final one; the forgetting probe before and after; fit: the 20 steps and the samples),
 its peak resident memory (the child's own `ru_maxrss`, from wait4) and fit's tokens/s. Phase times come from the
-run's results.json (fit, probe, start-up) and the arrival times of its log lines (validations).
+run's results.json (fit, probe, start-up) and its validation lines, which state their seconds.
 """
 
 from __future__ import annotations
@@ -112,12 +112,14 @@ def run(folder: Path, overrides: list[str], out: Path, cache: Path) -> dict:
 
 
 def validation_seconds(lines: list[tuple[float, str]], step: int) -> float:
-    """How long the validation at `step` took: from the line before its first line to its summary line."""
+    """How long the validation at `step` took: the seconds its summary line states (a tree before they were
+    stated: from the line before its first line to its summary line)."""
     mine = [i for i, (_, text) in enumerate(lines) if f"validation at step {step} |" in text]
     if not mine:
         return 0.0
     first, last = mine[0], next((i for i in mine if re.search(r"\| val/loss ", lines[i][1])), mine[-1])
-    return lines[last][0] - lines[max(0, first - 1)][0]
+    stated = re.search(r"\| ([0-9.]+) s$", lines[last][1])
+    return float(stated[1]) if stated else lines[last][0] - lines[max(0, first - 1)][0]
 
 
 def phases(measured: dict) -> dict[str, float]:

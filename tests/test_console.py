@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -95,6 +96,11 @@ def test_one_line_per_validation_with_the_objective_metrics(caplog):
     assert _lines(caplog) == [LINE]
     summary.on_validation_end(_trainer(callback_metrics=METRICS, sanity_checking=True), None)
     assert _lines(caplog) == [], "Lightning's sanity check is not a validation of the model"
+    summary.on_validation_start(_trainer(global_step=100), None)
+    time.sleep(0.25)
+    summary.on_validation_end(_trainer(global_step=100, callback_metrics=METRICS), None)
+    (line,) = _lines(caplog)
+    assert line.startswith(LINE + " | ") and 0.2 <= float(line.removeprefix(LINE + " | ").removesuffix(" s")) < 5
 
 
 def test_under_a_live_bar_the_line_goes_above_it_and_into_train_log(tmp_path, caplog):

@@ -18,7 +18,17 @@ from lightning_llm.errors import ConfigError
 from lightning_llm.finetune import count_parameters
 from lightning_llm.recipe import train
 from lightning_llm.recipe.build import instantiate_model
-from lightning_llm.recipe.metrics import AUTO_VAL_BATCHES, check_val_batches, resolve_val_batches, validate_before_fit
+from lightning_llm.recipe.metrics import (
+    AUTO_PROBE_BATCHES,
+    AUTO_VAL_BATCHES,
+    HELD_OUT_STEPS,
+    PROBE_STEPS_PER_WINDOW,
+    auto_val_batches,
+    check_val_batches,
+    resolve_probe_batches,
+    resolve_val_batches,
+    validate_before_fit,
+)
 from lightning_llm.recipe.run import TrainingRecipe
 
 SUMMARIES = ["objective=sft", "data=stdlib_summaries", "model.block_size=256", "data.max_examples=800"]
@@ -127,21 +137,34 @@ def test_before_fit_validation_is_bounded_and_fit_keeps_limit_val_batches(caplog
     assert len(seen) == 8
 
 
-def test_every_validation_of_an_imported_model_fine_tune_is_bounded(make_cfg, base_checkpoints, caplog):
-    """trainer.limit_val_batches=auto: the first AUTO_VAL_BATCHES batches (those validate_before_fit reads) when
-    fine-tuning an imported model, said in the log; the whole split when training from scratch."""
-    assert AUTO_VAL_BATCHES == 4 and resolve_val_batches(0.25, imported=True) == 0.25
-    for pretrained, expected in ((f"model.pretrained={base_checkpoints['gpt']}", AUTO_VAL_BATCHES), (None, 1.0)):
-        summaries = ["objective=sft", "data=stdlib_summaries", "data.max_examples=100"]
-        args = [*summaries, "trainer.limit_val_batches=auto", *([pretrained] if pretrained else [])]
-        recipe = prepared(make_cfg(*args))
+def test_held_out_reads_of_an_imported_model_fine_tune_are_sized_to_the_run(make_cfg, base_checkpoints, caplog):
+    """trainer.limit_val_batches=auto and forgetting.batches=auto when fine-tuning an imported model: each
+    validation one batch per HELD_OUT_STEPS training steps (1 to AUTO_VAL_BATCHES), the probe one window per
+    PROBE_STEPS_PER_WINDOW steps (at least 2, at most AUTO_PROBE_BATCHES full batches), said in the log; the whole
+    split and no probe when training from scratch."""
+    assert (HELD_OUT_STEPS, AUTO_VAL_BATCHES, PROBE_STEPS_PER_WINDOW, AUTO_PROBE_BATCHES) == (20, 4, 10, 2)
+    assert auto_val_batches(-1) == 4 and resolve_probe_batches("auto", None, 4) == (2, 4)  # a run bounded by epochs
+    summaries = ["objective=sft", "data=stdlib_summaries", "data.max_examples=400", "trainer.limit_val_batches=auto"]
+    lora = [f"model.pretrained={base_checkpoints['gpt']}", "finetune=lora", "data.max_tokens=128"]  # probe: 4 rows
+    # steps -> validation batches, the probe's (batches, rows)
+    for steps, validation, probe in ((20, 1, (1, 2)), (30, 2, (1, 3)), (60, 3, (2, 4)), (1000, 4, (2, 4))):
+        recipe = prepared(make_cfg(*summaries, *lora, "forgetting.block_size=32", f"trainer.max_steps={steps}"))
         caplog.clear()
         with caplog.at_level(logging.INFO):
             recipe.setup_trainer()
-        assert recipe.trainer.limit_val_batches == expected
-        assert ("the first 4 batches of the held-out split each time" in caplog.text) == (pretrained is not None)
+        assert recipe.trainer.limit_val_batches == validation
+        assert (len(recipe.probe.batches), len(recipe.probe.batches[0]["input_ids"])) == probe
+        assert f"the first {validation} batch" in caplog.text and "one per 20 training steps" in caplog.text
+    recipe = prepared(make_cfg(*summaries, *lora, "forgetting.block_size=32", "forgetting.batches=3"))
+    assert (len(recipe.probe.batches), len(recipe.probe.batches[0]["input_ids"])) == (3, 4)  # a number as it is
+    scratch = prepared(make_cfg(*summaries, "trainer.max_steps=20"))
+    scratch.setup_trainer()
+    assert scratch.trainer.limit_val_batches == 1.0 and scratch.probe is None
+    assert resolve_val_batches({"limit_val_batches": 0.25, "max_steps": 20}, imported=True) == 0.25
     with pytest.raises(ConfigError, match=r"trainer.limit_val_batches='all' must be auto"):
         check_val_batches("all")
+    with pytest.raises(ConfigError, match=r"forgetting.batches=0 must be a positive number of batches or auto"):
+        TrainingRecipe(make_cfg(*summaries, *lora, "forgetting.batches=0")).check()
 
 
 def test_bad_validate_before_fit_is_refused(make_cfg):

@@ -60,9 +60,10 @@ class ForgettingProbe:
         (a supervised run's block is the model's whole context), said in one log line."""
         block = min(settings.get("block_size") or data_block_size, data_block_size, model.context_length)
         log.info(
-            "forgetting probe: the base objective's loss on %s before and after, %d batches of %d x %d tokens "
-            "(forgetting.batches, data.batch_size, forgetting.block_size)",
-            settings["path"], settings["batches"], batch_size, block,
+            "forgetting probe: the base objective's loss on %s before and after, %d batch%s of %d x %d tokens "
+            "(forgetting.batches, auto: one window per 10 training steps, at least 2, at most 2 batches; "
+            "data.max_tokens; forgetting.block_size)",
+            settings["path"], settings["batches"], "" if settings["batches"] == 1 else "es", batch_size, block,
         )  # fmt: skip
         return cls(model, tokenizer, settings["path"], block, batch_size, settings["batches"], cache_dir)
 
@@ -80,5 +81,6 @@ class ForgettingProbe:
         loss = sum(losses) / len(losses)
         seconds = time.perf_counter() - started
         self.seconds += seconds
-        log.info("forgetting probe: %d batches of %d tokens in %.1f s", len(losses), self.block_size, seconds)
+        batches = f"{len(losses)} batch{'' if len(losses) == 1 else 'es'}"
+        log.info("forgetting probe: %s of %d tokens in %.1f s", batches, self.block_size, seconds)
         return {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 3), "seconds": round(seconds, 2)}

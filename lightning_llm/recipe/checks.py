@@ -28,7 +28,7 @@ from lightning_llm.finetune import FinetuneMethod
 from lightning_llm.log import get_logger
 from lightning_llm.models import Family, ModelConfig, family_of
 from lightning_llm.objectives import EXAMPLES
-from lightning_llm.recipe.metrics import check_val_batches, check_validate_before_fit
+from lightning_llm.recipe.metrics import check_probe_batches, check_val_batches, check_validate_before_fit
 from lightning_llm.recipe.objective_checks import check_post_training
 from lightning_llm.recipe.schema import MODEL_SWITCHES
 from lightning_llm.tokenizers import check_tokenizer_type
@@ -70,6 +70,7 @@ def check_config(cfg: DictConfig) -> None:
     check_training_texts(cfg)
     check_validate_before_fit(cfg.get("validate_before_fit", True))
     check_val_batches(cfg.trainer.get("limit_val_batches", 1.0))
+    check_probe_batches((cfg.get("forgetting") or {}).get("batches", "auto"))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: give the path of a .ckpt file to resume")

@@ -4,6 +4,8 @@ the replicas agree and whether the model is sharded."""
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -45,9 +47,23 @@ def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
     return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
 
 
-#: batches each validation reads when fine-tuning an imported model (trainer.limit_val_batches=auto): as many as
-#: validate_before_fit reads by default, so the loss curve's first and last points score the same rows
+#: when fine-tuning an imported model, held-out reads are sized to the run (trainer.limit_val_batches=auto,
+#: forgetting.batches=auto): each validation reads one batch per HELD_OUT_STEPS training steps, 1 to
+#: AUTO_VAL_BATCHES; the forgetting probe one window per PROBE_STEPS_PER_WINDOW steps, at least 2 and at most
+#: AUTO_PROBE_BATCHES full batches. A 20-step smoke test then reads one validation batch and two probe windows each
+#: time (a tenth of the run's wall on a first run; bench/finetune_135m.py), a run of 80 steps or more the full bounds.
+HELD_OUT_STEPS = 20
 AUTO_VAL_BATCHES = 4
+PROBE_STEPS_PER_WINDOW = 10
+AUTO_PROBE_BATCHES = 2
+
+
+def auto_val_batches(max_steps: int | None) -> int:
+    """The batches each validation of an imported model's fine-tune of `max_steps` steps reads when sized to it (a
+    run bounded by epochs, `max_steps` -1 or None: AUTO_VAL_BATCHES)."""
+    if max_steps is None or max_steps <= 0:
+        return AUTO_VAL_BATCHES
+    return max(1, min(AUTO_VAL_BATCHES, math.ceil(max_steps / HELD_OUT_STEPS)))
 
 
 def check_val_batches(value: Any) -> None:
@@ -56,24 +72,54 @@ def check_val_batches(value: Any) -> None:
     if value is None or value == "auto" or (number and value >= 0 and (isinstance(value, int) or value <= 1.0)):
         return
     raise ConfigError(
-        f"trainer.limit_val_batches={value!r} must be auto (all batches, or {AUTO_VAL_BATCHES} when fine-tuning an "
-        "imported model), a number of batches (0: no validation) or a fraction of them up to 1.0"
+        f"trainer.limit_val_batches={value!r} must be auto (all batches, or one per {HELD_OUT_STEPS} training steps "
+        f"up to {AUTO_VAL_BATCHES} when fine-tuning an imported model), a number of batches (0: no validation) or a "
+        "fraction of them up to 1.0"
     )
 
 
-def resolve_val_batches(value: Any, imported: bool) -> int | float | None:
-    """The trainer's limit_val_batches for trainer.limit_val_batches=`value`: auto is every batch, or
-    AUTO_VAL_BATCHES when fine-tuning an imported model (said in one line); other values as Lightning takes them."""
+def resolve_val_batches(trainer: Mapping[str, Any], imported: bool) -> int | float | None:
+    """The Trainer's limit_val_batches for the `trainer` settings: auto is every batch, or one per HELD_OUT_STEPS
+    of the run's max_steps (1 to AUTO_VAL_BATCHES) when fine-tuning an imported model (said in one line); other
+    values as Lightning takes them."""
+    value, max_steps = trainer.get("limit_val_batches", 1.0), trainer.get("max_steps")
     if value != "auto":
         return value
     if not imported:
         return 1.0
+    batches = auto_val_batches(max_steps)
     log.info(
-        "validation: the first %d batches of the held-out split each time, before fit, during it and at the end "
-        "(trainer.limit_val_batches=auto when fine-tuning an imported model; 1.0: all of them)",
-        AUTO_VAL_BATCHES,
+        "validation: the first %d batch%s of the held-out split each time, before fit, during it and at the end "
+        "(trainer.limit_val_batches=auto when fine-tuning an imported model: one per %d training steps, at most %d; "
+        "1.0: all of them)",
+        batches, "" if batches == 1 else "es", HELD_OUT_STEPS, AUTO_VAL_BATCHES,
+    )  # fmt: skip
+    return batches
+
+
+def resolve_probe_batches(value: int | str, max_steps: int | None, rows: int) -> tuple[int, int]:
+    """(batches, rows per batch) of the forgetting probe for forgetting.batches=`value`, at most `rows` rows per
+    batch: auto is sized to the run (one window per PROBE_STEPS_PER_WINDOW steps, at least 2, at most
+    AUTO_PROBE_BATCHES batches of `rows`); a number is that many batches of `rows`."""
+    if value != "auto":
+        return int(value), rows
+    most = AUTO_PROBE_BATCHES * rows
+    windows = (
+        most
+        if max_steps is None or max_steps <= 0
+        else min(most, max(2, math.ceil(max_steps / PROBE_STEPS_PER_WINDOW)))
     )
-    return AUTO_VAL_BATCHES
+    return math.ceil(windows / rows), min(rows, windows)
+
+
+def check_probe_batches(value: Any) -> None:
+    """forgetting.batches is auto or a positive number of batches."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return
+    raise ConfigError(
+        f"forgetting.batches={value!r} must be a positive number of batches or auto (one window per "
+        f"{PROBE_STEPS_PER_WINDOW} training steps, at least 2, at most {AUTO_PROBE_BATCHES} batches)"
+    )
 
 
 def check_validate_before_fit(value: Any) -> None:

@@ -185,10 +185,11 @@ class TrainingRecipe:
         self.results.parameters = count_parameters(self.model)
         forgetting = cfg.get("forgetting")
         if self.pretrained is not None and self.finetune.adapts_pretrained and forgetting and forgetting.enabled:
+            rows = self.datamodule.rows_per_batch(forgetting.block_size or self.datamodule.block_size)
+            batches, rows = metrics.resolve_probe_batches(forgetting.batches, cfg.trainer.get("max_steps"), rows)
             self.probe = ForgettingProbe.for_run(
-                self.model, self.datamodule.tokenizer, forgetting, self.datamodule.block_size,
-                self.datamodule.rows_per_batch(forgetting.block_size or self.datamodule.block_size),
-                cfg.paths.cache_dir,
+                self.model, self.datamodule.tokenizer, {**forgetting, "batches": batches}, self.datamodule.block_size,
+                rows, cfg.paths.cache_dir,
             )  # fmt: skip
 
     def base_checkpoint(self) -> str | None:
@@ -233,7 +234,7 @@ class TrainingRecipe:
         if not loggers:  # logger=none: Lightning's learning-rate monitor refuses to run with nothing to log to
             callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
         imported = self.pretrained is not None
-        val_batches = metrics.resolve_val_batches(cfg.trainer.get("limit_val_batches", 1.0), imported)
+        val_batches = metrics.resolve_val_batches(cfg.trainer, imported)
         self.trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,

@@ -54,7 +54,7 @@ class ForgettingSchema:
 
     enabled: bool = True
     path: str = ""
-    batches: int = 10
+    batches: int | str = "auto"
     block_size: int | None = None
 
 

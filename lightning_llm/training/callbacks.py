@@ -117,8 +117,15 @@ class TextProgress(pl.Callback):
 
 class ValidationSummary(pl.Callback):
     """One line per validation, in a terminal and in logs alike: the step and every `val/` metric (the loss first,
-    then the objective's: perplexity, accuracy, ...; a mixture's per-source losses). Under a live bar the line is
-    printed above it through rich's console (a plain log line would be drawn over) and written to the log files."""
+    then the objective's: perplexity, accuracy, ...; a mixture's per-source losses) and the seconds it took. Under a
+    live bar the line is printed above it through rich's console (a plain log line would be drawn over) and written
+    to the log files."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -127,7 +134,10 @@ class ValidationSummary(pl.Callback):
         if not metrics:
             return
         names = sorted(metrics, key=lambda k: (k != "val/loss", k.count("/"), k))
-        line = " | ".join([f"validation at step {trainer.global_step}", *(f"{k} {metrics[k]:.4f}" for k in names)])
+        parts = [f"validation at step {trainer.global_step}", *(f"{k} {metrics[k]:.4f}" for k in names)]
+        if self.started is not None:
+            parts.append(f"{time.perf_counter() - self.started:.1f} s")
+        line = " | ".join(parts)
         progress = getattr(trainer.progress_bar_callback, "progress", None)
         if progress is None or not progress.live.is_started:
             log.info(line)
