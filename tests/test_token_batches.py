@@ -15,17 +15,15 @@ from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 from lightning_llm.data.examples import AUTO_MAX_TOKENS, resolve_max_tokens
 from lightning_llm.data.sampling import TokenBudgetSampler
 from lightning_llm.errors import ConfigError
+from lightning_llm.eval.forgetting import AUTO_PROBE_BATCHES, PROBE_STEPS_PER_WINDOW, probe_batches
 from lightning_llm.finetune import count_parameters
 from lightning_llm.recipe import train
 from lightning_llm.recipe.build import instantiate_model
 from lightning_llm.recipe.metrics import (
-    AUTO_PROBE_BATCHES,
     AUTO_VAL_BATCHES,
     HELD_OUT_STEPS,
-    PROBE_STEPS_PER_WINDOW,
     auto_val_batches,
     check_val_batches,
-    resolve_probe_batches,
     resolve_val_batches,
     validate_before_fit,
 )
@@ -143,7 +141,7 @@ def test_held_out_reads_of_an_imported_model_fine_tune_are_sized_to_the_run(make
     PROBE_STEPS_PER_WINDOW steps (at least 2, at most AUTO_PROBE_BATCHES full batches), said in the log; the whole
     split and no probe when training from scratch."""
     assert (HELD_OUT_STEPS, AUTO_VAL_BATCHES, PROBE_STEPS_PER_WINDOW, AUTO_PROBE_BATCHES) == (20, 4, 10, 2)
-    assert auto_val_batches(-1) == 4 and resolve_probe_batches("auto", None, 4) == (2, 4)  # a run bounded by epochs
+    assert auto_val_batches(-1) == 4 and probe_batches("auto", None, 4) == (2, 4)  # a run bounded by epochs
     summaries = ["objective=sft", "data=stdlib_summaries", "data.max_examples=400", "trainer.limit_val_batches=auto"]
     lora = [f"model.pretrained={base_checkpoints['gpt']}", "finetune=lora", "data.max_tokens=128"]  # probe: 4 rows
     # steps -> validation batches, the probe's (batches, rows)

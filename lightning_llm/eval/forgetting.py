@@ -19,6 +19,23 @@ from lightning_llm.tokenizers import Tokenizer
 
 log = get_logger(__name__)
 
+#: forgetting.batches=auto sizes the probe to the run: one window per PROBE_STEPS_PER_WINDOW training steps, at least
+#: two (a paired change: before and after score the same windows), at most AUTO_PROBE_BATCHES full batches
+PROBE_STEPS_PER_WINDOW = 10
+AUTO_PROBE_BATCHES = 2
+
+
+def probe_batches(value: int | str, max_steps: int | None, rows: int) -> tuple[int, int]:
+    """(batches, rows per batch) of the probe for forgetting.batches=`value`, at most `rows` rows per batch: auto is
+    sized to a run of `max_steps` steps (bounded by epochs, -1 or None: the full AUTO_PROBE_BATCHES), a number is
+    that many batches of `rows`."""
+    if value != "auto":
+        return int(value), rows
+    windows = AUTO_PROBE_BATCHES * rows
+    if max_steps is not None and max_steps > 0:
+        windows = min(windows, max(2, math.ceil(max_steps / PROBE_STEPS_PER_WINDOW)))
+    return math.ceil(windows / rows), min(rows, windows)
+
 
 class ForgettingProbe:
     """Validation batches of the model family's pretraining objective on a corpus, tokenized with the model's
@@ -53,19 +70,23 @@ class ForgettingProbe:
         tokenizer: Tokenizer,
         settings: Mapping[str, Any],
         data_block_size: int,
-        batch_size: int,
+        rows: int,
         cache_dir: str | Path,
+        max_steps: int | None,
     ) -> ForgettingProbe:
         """The probe a run's `forgetting` settings ask for, its blocks at most the run's and the model's context
-        (a supervised run's block is the model's whole context), said in one log line."""
+        (a supervised run's block is the model's whole context), at most `rows` rows per batch, sized to a run of
+        `max_steps` steps under forgetting.batches=auto; said in one log line."""
         block = min(settings.get("block_size") or data_block_size, data_block_size, model.context_length)
+        batches, rows = probe_batches(settings["batches"], max_steps, rows)
         log.info(
             "forgetting probe: the base objective's loss on %s before and after, %d batch%s of %d x %d tokens "
-            "(forgetting.batches, auto: one window per 10 training steps, at least 2, at most 2 batches; "
+            "(forgetting.batches, auto: one window per %d training steps, at least 2, at most %d batches; "
             "data.max_tokens; forgetting.block_size)",
-            settings["path"], settings["batches"], "" if settings["batches"] == 1 else "es", batch_size, block,
+            settings["path"], batches, "" if batches == 1 else "es", rows, block, PROBE_STEPS_PER_WINDOW,
+            AUTO_PROBE_BATCHES,
         )  # fmt: skip
-        return cls(model, tokenizer, settings["path"], block, batch_size, settings["batches"], cache_dir)
+        return cls(model, tokenizer, settings["path"], block, rows, batches, cache_dir)
 
     @torch.no_grad()
     def measure(self, model: LanguageModel) -> dict[str, float]:

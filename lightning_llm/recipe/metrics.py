@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.eval.forgetting import AUTO_PROBE_BATCHES, PROBE_STEPS_PER_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,12 @@ def replicas_in_sync(trainer: pl.Trainer, model: torch.nn.Module) -> bool:
     return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=0, atol=0))
 
 
-#: when fine-tuning an imported model, held-out reads are sized to the run (trainer.limit_val_batches=auto,
-#: forgetting.batches=auto): each validation reads one batch per HELD_OUT_STEPS training steps, 1 to
-#: AUTO_VAL_BATCHES; the forgetting probe one window per PROBE_STEPS_PER_WINDOW steps, at least 2 and at most
-#: AUTO_PROBE_BATCHES full batches. A 20-step smoke test then reads one validation batch and two probe windows each
-#: time (a tenth of the run's wall on a first run; bench/finetune_135m.py), a run of 80 steps or more the full bounds.
+#: when fine-tuning an imported model, held-out reads are sized to the run (trainer.limit_val_batches=auto, and
+#: forgetting.batches=auto: eval/forgetting.py): each validation reads one batch per HELD_OUT_STEPS training steps,
+#: 1 to AUTO_VAL_BATCHES. A 20-step smoke test then reads one validation batch each time and two probe windows (7%
+#: of a first run's wall; bench/finetune_135m.py), a run of 80 steps or more the full bounds.
 HELD_OUT_STEPS = 20
 AUTO_VAL_BATCHES = 4
-PROBE_STEPS_PER_WINDOW = 10
-AUTO_PROBE_BATCHES = 2
 
 
 def auto_val_batches(max_steps: int | None) -> int:
@@ -95,21 +93,6 @@ def resolve_val_batches(trainer: Mapping[str, Any], imported: bool) -> int | flo
         batches, "" if batches == 1 else "es", HELD_OUT_STEPS, AUTO_VAL_BATCHES,
     )  # fmt: skip
     return batches
-
-
-def resolve_probe_batches(value: int | str, max_steps: int | None, rows: int) -> tuple[int, int]:
-    """(batches, rows per batch) of the forgetting probe for forgetting.batches=`value`, at most `rows` rows per
-    batch: auto is sized to the run (one window per PROBE_STEPS_PER_WINDOW steps, at least 2, at most
-    AUTO_PROBE_BATCHES batches of `rows`); a number is that many batches of `rows`."""
-    if value != "auto":
-        return int(value), rows
-    most = AUTO_PROBE_BATCHES * rows
-    windows = (
-        most
-        if max_steps is None or max_steps <= 0
-        else min(most, max(2, math.ceil(max_steps / PROBE_STEPS_PER_WINDOW)))
-    )
-    return math.ceil(windows / rows), min(rows, windows)
 
 
 def check_probe_batches(value: Any) -> None:

@@ -185,11 +185,10 @@ class TrainingRecipe:
         self.results.parameters = count_parameters(self.model)
         forgetting = cfg.get("forgetting")
         if self.pretrained is not None and self.finetune.adapts_pretrained and forgetting and forgetting.enabled:
-            rows = self.datamodule.rows_per_batch(forgetting.block_size or self.datamodule.block_size)
-            batches, rows = metrics.resolve_probe_batches(forgetting.batches, cfg.trainer.get("max_steps"), rows)
             self.probe = ForgettingProbe.for_run(
-                self.model, self.datamodule.tokenizer, {**forgetting, "batches": batches}, self.datamodule.block_size,
-                rows, cfg.paths.cache_dir,
+                self.model, self.datamodule.tokenizer, forgetting, self.datamodule.block_size,
+                self.datamodule.rows_per_batch(forgetting.block_size or self.datamodule.block_size),
+                cfg.paths.cache_dir, cfg.trainer.get("max_steps"),
             )  # fmt: skip
 
     def base_checkpoint(self) -> str | None:
