@@ -27,6 +27,11 @@ class RankZeroFilter(logging.Filter):
         return process_rank() == 0
 
 
+def count_batches(count: int) -> str:
+    """A count of batches as a log line says it: 1 batch, 2 batches."""
+    return f"{count} batch" + ("" if count == 1 else "es")
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger under `lightning_llm` whose records come from rank 0 only."""
     logger = logging.getLogger(name if name.startswith("lightning_llm") else f"lightning_llm.{name}")

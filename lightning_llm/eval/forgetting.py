@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from lightning_llm.conf import load_option
 from lightning_llm.data.datamodule import TextDataModule
-from lightning_llm.log import get_logger
+from lightning_llm.log import count_batches, get_logger
 from lightning_llm.models import LanguageModel, family_of
 from lightning_llm.tokenizers import Tokenizer
 
@@ -80,10 +80,10 @@ class ForgettingProbe:
         block = min(settings.get("block_size") or data_block_size, data_block_size, model.context_length)
         batches, rows = probe_batches(settings["batches"], max_steps, rows)
         log.info(
-            "forgetting probe: the base objective's loss on %s before and after, %d batch%s of %d x %d tokens "
+            "forgetting probe: the base objective's loss on %s before and after, %s of %d x %d tokens "
             "(forgetting.batches, auto: one window per %d training steps, at least 2, at most %d batches; "
             "data.max_tokens; forgetting.block_size)",
-            settings["path"], batches, "" if batches == 1 else "es", rows, block, PROBE_STEPS_PER_WINDOW,
+            settings["path"], count_batches(batches), rows, block, PROBE_STEPS_PER_WINDOW,
             AUTO_PROBE_BATCHES,
         )  # fmt: skip
         return cls(model, tokenizer, settings["path"], block, rows, batches, cache_dir)
@@ -102,6 +102,5 @@ class ForgettingProbe:
         loss = sum(losses) / len(losses)
         seconds = time.perf_counter() - started
         self.seconds += seconds
-        batches = f"{len(losses)} batch{'' if len(losses) == 1 else 'es'}"
-        log.info("forgetting probe: %s of %d tokens in %.1f s", batches, self.block_size, seconds)
+        log.info("forgetting probe: %s of %d tokens in %.1f s", count_batches(len(losses)), self.block_size, seconds)
         return {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 3), "seconds": round(seconds, 2)}

@@ -13,6 +13,7 @@ import torch
 
 from lightning_llm.errors import ConfigError
 from lightning_llm.eval.forgetting import AUTO_PROBE_BATCHES, PROBE_STEPS_PER_WINDOW
+from lightning_llm.log import count_batches
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,10 @@ def resolve_val_batches(trainer: Mapping[str, Any], imported: bool) -> int | flo
         return 1.0
     batches = auto_val_batches(max_steps)
     log.info(
-        "validation: the first %d batch%s of the held-out split each time, before fit, during it and at the end "
+        "validation: the first %s of the held-out split each time, before fit, during it and at the end "
         "(trainer.limit_val_batches=auto when fine-tuning an imported model: one per %d training steps, at most %d; "
         "1.0: all of them)",
-        batches, "" if batches == 1 else "es", HELD_OUT_STEPS, AUTO_VAL_BATCHES,
+        count_batches(batches), HELD_OUT_STEPS, AUTO_VAL_BATCHES,
     )  # fmt: skip
     return batches
 
