@@ -171,6 +171,23 @@ def test_the_meter_started_with_the_run_is_the_one_training_uses(make_cfg, monke
         meter.close()
 
 
+def test_the_meter_probes_the_hardware_before_training_starts(monkeypatch):
+    """CodeCarbon 3 probes the machine at a tracker's first start(); the meter's tracker is probed when built
+    (while the run starts up), so that `start`, sent with training's first step, only starts measuring."""
+    from codecarbon.core.resource_tracker import ResourceTracker
+
+    probes: list[str] = []
+    probe = ResourceTracker.set_CPU_GPU_ram_tracking
+    monkeypatch.setattr(ResourceTracker, "set_CPU_GPU_ram_tracking", lambda self: probes.append("probe") or probe(self))
+    tracker = energy._new_tracker("USA", 15)
+    assert probes == ["probe"]
+    tracker.start()
+    try:
+        assert probes == ["probe"]
+    finally:
+        tracker.stop()
+
+
 # -- the stall watchdog -----------------------------------------------------------------------------------------
 def test_watchdog_dumps_every_stack_when_nothing_happens(tmp_path):
     log = tmp_path / "train.log"

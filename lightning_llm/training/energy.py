@@ -132,12 +132,16 @@ def _new_tracker(country_iso_code: str, measure_power_secs: float) -> Any:
     from codecarbon import OfflineEmissionsTracker
 
     logging.getLogger("codecarbon").setLevel(logging.ERROR)  # before its own log_level applies
-    return OfflineEmissionsTracker(
+    tracker = OfflineEmissionsTracker(
         country_iso_code=country_iso_code,
         save_to_file=False,
         log_level="error",
         measure_power_secs=measure_power_secs,
     )
+    # CodeCarbon 3 probes the hardware at its first start() (1.4 s of CPU and a py-cpuinfo subprocess), which
+    # would compete with training's first steps on a small machine: probe now, while the parent starts up
+    tracker.get_detected_hardware()
+    return tracker
 
 
 def figures(tracker: Any, emissions: float | None) -> dict[str, Any]:
