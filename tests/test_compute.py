@@ -350,11 +350,11 @@ def test_estimate_from_a_configured_trainer(peak_cache):
 
 
 # -- FLOPs from the rows actually trained ---------------------------------------------------------------------------
-def test_sequence_lengths_are_documents_real_tokens_or_rows():
+def test_sequence_lengths_are_documents_or_real_tokens_and_none_for_whole_rows():
     from lightning_llm.training.compute import sequence_lengths
 
     ids = torch.zeros(2, 6, dtype=torch.long)
-    assert sequence_lengths({"input_ids": ids}).tolist() == [6, 6]
+    assert sequence_lengths({"input_ids": ids}) is None  # whole rows: batch_flops counts them from the shape
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
     assert sequence_lengths({"input_ids": ids, "attention_mask": mask}).tolist() == [3, 5]
     documents = torch.tensor([[0, 0, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0]])
@@ -372,6 +372,8 @@ def test_a_batch_costs_its_real_lengths_not_the_context():
     batch = {"input_ids": torch.zeros(2, 64, dtype=torch.long), "attention_mask": mask}
     expected = 3 * model.flops_per_token(3) + 10 * model.flops_per_token(10)
     assert batch_flops(model, batch) == expected < 13 * model.flops_per_token(64)
+    whole = {"input_ids": torch.zeros(2, 64, dtype=torch.long)}
+    assert batch_flops(model, whole) == 2 * 64 * model.flops_per_token(64)
 
 
 def test_compute_of_variable_length_rows_counts_what_they_cost(make_cfg):

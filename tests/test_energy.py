@@ -171,9 +171,10 @@ def test_the_meter_started_with_the_run_is_the_one_training_uses(make_cfg, monke
         meter.close()
 
 
-def test_the_meter_probes_the_hardware_before_training_starts(monkeypatch):
-    """CodeCarbon 3 probes the machine at a tracker's first start(); the meter's tracker is probed when built
-    (while the run starts up), so that `start`, sent with training's first step, only starts measuring."""
+def test_the_meter_does_its_slow_work_before_training_starts(monkeypatch):
+    """CodeCarbon 3 probes the machine at a tracker's first start() and imports its geography module (requests) at
+    its first stop(); the meter's tracker does both when built (while the run starts up), so that `start` and
+    `stop`, sent when training starts and ends, only start and stop measuring."""
     from codecarbon.core.resource_tracker import ResourceTracker
 
     probes: list[str] = []
@@ -181,11 +182,13 @@ def test_the_meter_probes_the_hardware_before_training_starts(monkeypatch):
     monkeypatch.setattr(ResourceTracker, "set_CPU_GPU_ram_tracking", lambda self: probes.append("probe") or probe(self))
     tracker = energy._new_tracker("USA", 15)
     assert probes == ["probe"]
+    imported = set(sys.modules)
     tracker.start()
     try:
         assert probes == ["probe"]
     finally:
         tracker.stop()
+    assert set(sys.modules) - imported == set()
 
 
 # -- the stall watchdog -----------------------------------------------------------------------------------------

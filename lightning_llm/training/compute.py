@@ -46,10 +46,9 @@ DEFINITIONS = {
 }
 
 
-def sequence_lengths(batch: dict[str, Any]) -> torch.Tensor:
+def sequence_lengths(batch: dict[str, Any]) -> torch.Tensor | None:
     """The length of every sequence attention runs over in a batch: each document of a doc_mask-packed row, each
-    row's real tokens when it has an attention mask, else each whole row."""
-    ids = batch["input_ids"]
+    row's real tokens when it has an attention mask; None when every row is whole (its length is the batch's)."""
     if "document_ids" in batch:
         documents = batch["document_ids"]
         stride = int(documents.max()) + 1
@@ -58,7 +57,7 @@ def sequence_lengths(batch: dict[str, Any]) -> torch.Tensor:
         return counts[counts > 0]
     if "attention_mask" in batch:
         return batch["attention_mask"].sum(dim=-1)
-    return torch.full((ids.size(0),), ids.size(1), device=ids.device)
+    return None
 
 
 def flops_coefficients(model: Any) -> tuple[int, int]:
@@ -70,8 +69,12 @@ def flops_coefficients(model: Any) -> tuple[int, int]:
 def batch_flops(model: Any, batch: dict[str, Any], coefficients: tuple[int, int] | None = None) -> int:
     """A batch's training FLOPs from its real sequence lengths: flops_per_token is linear in the length
     (a + b x length), so a sequence of length t costs a·t + b·t² (`coefficients`: a and b, if already known)."""
-    lengths = sequence_lengths(batch).to(torch.float64)
     per_token, per_length = coefficients or flops_coefficients(model)
+    lengths = sequence_lengths(batch)
+    if lengths is None:  # whole rows, counted from the shape: no tensor work and no device sync every step
+        rows, length = batch["input_ids"].shape
+        return rows * (per_token * length + per_length * length**2)
+    lengths = lengths.to(torch.float64)
     return int(per_token * lengths.sum().item() + per_length * (lengths**2).sum().item())
 
 

@@ -139,8 +139,12 @@ def _new_tracker(country_iso_code: str, measure_power_secs: float) -> Any:
         measure_power_secs=measure_power_secs,
     )
     # CodeCarbon 3 probes the hardware at its first start() (1.4 s of CPU and a py-cpuinfo subprocess), which
-    # would compete with training's first steps on a small machine: probe now, while the parent starts up
+    # would compete with training's first steps on a small machine, and its first stop() imports its geography
+    # and emissions modules (with requests: 0.3 s the run would wait for at its end): both now, while the parent
+    # starts up
     tracker.get_detected_hardware()
+    import codecarbon.core.emissions  # noqa: F401
+    import codecarbon.external.geography  # noqa: F401
     return tracker
 
 
