@@ -145,6 +145,7 @@ def _new_tracker(country_iso_code: str, measure_power_secs: float) -> Any:
     tracker.get_detected_hardware()
     import codecarbon.core.emissions  # noqa: F401
     import codecarbon.external.geography  # noqa: F401
+
     return tracker
 
 
