@@ -50,3 +50,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, data: Any, **dumps: Any) -> None:
     """`data` as JSON (`dumps`: json.dumps's options; default: indented, other objects by their `str`)."""
     write_text_atomic(path, json.dumps(data, **({"indent": 2, "default": str} | dumps)))
+
+
+def link_atomic(source: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Make `path` a hard link to the local file `source` (the same bytes, written once), replacing `path`
+    atomically. False, with nothing changed, where that cannot be: `source` is not a local file (a remote path, a
+    sharded checkpoint's folder) or the filesystem has no hard links."""
+    if not os.path.isfile(source):
+        return False
+    try:
+        with atomic_path(path) as tmp:
+            os.link(source, tmp)
+    except OSError:
+        return False
+    return True

@@ -196,3 +196,26 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+def test_last_checkpoint_links_the_checkpoint_written_at_its_step(tmp_path, cache_dir):
+    """At a validation where the best-checkpoint callback wrote this step's checkpoint, last.ckpt is a hard link to
+    it (the same bytes, written once: a big model's validation wrote them twice); a weights-only best checkpoint
+    cannot serve as last.ckpt (no optimizer state to resume from), so last.ckpt is then written in full."""
+    every = ["trainer.max_steps=4", "trainer.val_check_interval=2", "validate_before_fit=false"]
+    cfg = compose_config([*QUICK, *every, "callbacks.model_checkpoint.save_top_k=-1"], tmp_path / "a", cache_dir)
+    train(cfg)
+    folder = tmp_path / "a" / "checkpoints"
+    (at_4,) = folder.glob("step000004-*.ckpt")
+    (at_2,) = folder.glob("step000002-*.ckpt")
+    last = folder / "last.ckpt"
+    assert last.stat().st_ino == at_4.stat().st_ino != at_2.stat().st_ino and last.stat().st_nlink == 2
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 4 and checkpoint["optimizer_states"]
+    at_2.unlink()  # the best-checkpoint callback removing an older one leaves last.ckpt whole
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+    weights_only = ["callbacks.model_checkpoint.save_top_k=-1", "+callbacks.model_checkpoint.save_weights_only=true"]
+    train(compose_config([*QUICK, *every, *weights_only], tmp_path / "b", cache_dir))
+    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    assert last.stat().st_nlink == 1 and torch.load(last, weights_only=True)["optimizer_states"]

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning.pytorch as pl
 import torch
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, Throug
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_llm.files import link_atomic
 from lightning_llm.log import get_logger
 
 log = get_logger(__name__)
@@ -163,6 +165,34 @@ class LastCheckpoint(ModelCheckpoint):
         # one last.ckpt, replaced in place (never last-v1.ckpt beside an old one, also on a resume)
         kwargs = {"enable_version_counter": False, **kwargs}
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, **kwargs)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        """When another checkpoint callback has just written this step's full checkpoint (the best one by validation
+        loss, before this callback in the order), last.ckpt becomes a hard link to it: the same bytes, which each
+        validation otherwise wrote twice. Anything else is written."""
+        written = self._written_this_step(trainer)
+        linked = written is not None and trainer.strategy.broadcast(
+            trainer.is_global_zero and link_atomic(written, filepath)
+        )
+        if not linked:
+            super()._save_checkpoint(trainer, filepath)
+            return
+        self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _written_this_step(self, trainer: pl.Trainer) -> str | None:
+        for callback in trainer.checkpoint_callbacks:
+            if (
+                callback is not self
+                and isinstance(callback, ModelCheckpoint)
+                and callback.save_weights_only == self.save_weights_only
+                and callback._last_global_step_saved == trainer.global_step
+                and callback._last_checkpoint_saved
+            ):
+                return callback._last_checkpoint_saved
+        return None
 
     def _save_now(self, trainer: pl.Trainer) -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
