@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -21,6 +20,7 @@ from lightning_llm.objectives import Objective
 from lightning_llm.training.optim import parameter_groups
 from lightning_llm.training.parallel import ModelParallel, clip_gradients, data_parallel_size, gradient_norm
 from lightning_llm.training.pipeline import Pipeline
+from lightning_llm.training.stability import newest_checkpoint
 
 log = get_logger(__name__)
 #: A validation loss this many times ln(vocabulary size) (a uniform guess) means the weights diverged.
@@ -135,13 +135,7 @@ class LanguageModelModule(pl.LightningModule):
     # -- divergence --------------------------------------------------------------------------------------
     def last_good_checkpoint(self) -> str | None:
         """The newest checkpoint file this run has written, if any."""
-        paths = [
-            Path(p)
-            for cb in (self.trainer.checkpoint_callbacks if self._trainer is not None else [])
-            for p in (cb.last_model_path, cb.best_model_path)
-            if p and Path(p).is_file()
-        ]
-        return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
+        return newest_checkpoint(self.trainer) if self._trainer is not None else None
 
     def diverged(self, what: str) -> TrainingDiverged:
         good = self.last_good_checkpoint()

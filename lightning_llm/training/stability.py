@@ -42,14 +42,16 @@ def mean_and_std(values: deque[float]) -> tuple[float, float]:
 
 
 def newest_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The newest checkpoint file the trainer's checkpoint callbacks have written, if any."""
-    paths = [
-        Path(p)
+    """The newest checkpoint file the trainer's checkpoint callbacks have written, if any; of equally new ones
+    (last.ckpt is a hard link to the best checkpoint of its step) the one a callback without a monitor keeps:
+    last.ckpt, which resume=auto reads."""
+    found = [
+        (Path(p).stat().st_mtime_ns, cb.monitor is None, p)
         for cb in trainer.checkpoint_callbacks
         for p in (cb.last_model_path, cb.best_model_path)
         if p and Path(p).is_file()
     ]
-    return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
+    return max(found)[2] if found else None
 
 
 class LossSpikeMonitor(pl.Callback):
